@@ -1,0 +1,30 @@
+# cptnb: `make demo` (the main job) and `make test`. Both create .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.cptnb-installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-gpu lab clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-cpu.txt pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV) $(PYTHON)
+	touch $@
+
+demo: $(STAMP)
+	$(PY) -m cptnb.cli demo --out runs/quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-gpu: $(STAMP)
+	$(PY) -m pytest -q -m gpu
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf runs/ .pytest_cache

@@ -1,0 +1,3 @@
+"""cptnb: notebook-first continued pretraining."""
+
+__version__ = "0.1.0"

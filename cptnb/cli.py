@@ -1,0 +1,91 @@
+"""Command line: `cptnb demo`, `cptnb notebook NAME`, `cptnb info`.
+
+Errors a user can fix print as one message (no traceback) and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import logging
+import sys
+
+from cptnb.errors import CptnbError
+
+
+def _value(text: str):
+    """Parse a -p value as a Python literal when it is one (numbers, True, lists), else keep the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _cmd_demo(args) -> None:
+    from cptnb.notebooks import run_notebook
+
+    params = {"SMOKE": True} if args.smoke else {}
+    executed = run_notebook("00_quickstart", args.out, params)
+    print(f"executed notebook: {executed}")
+    for name in ("metrics.jsonl", "loss.png", "before_after.md", "before_after.json"):
+        print(f"  {executed.parent / name}")
+    md = executed.parent / "before_after.md"
+    if md.is_file():
+        print(md.read_text(encoding="utf-8"))
+
+
+def _cmd_notebook(args) -> None:
+    from cptnb.notebooks import run_notebook
+
+    params = {key: _value(value) for key, value in args.param}
+    executed = run_notebook(args.name, args.out or f"runs/{args.name}", params)
+    print(f"executed notebook: {executed}")
+
+
+def _cmd_info(args) -> None:
+    import importlib.util
+
+    import torch
+
+    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
+    print(f"unsloth installed: {importlib.util.find_spec('unsloth') is not None}")
+    from cptnb.config import ModelConfig
+    from cptnb.models import choose_backend
+
+    print(f"backend for model.backend=auto: {choose_backend(ModelConfig())}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cptnb", description="Notebook-first continued pretraining.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the quickstart notebook headless (what `make demo` does)")
+    demo.add_argument("--out", default="runs/quickstart", help="output directory")
+    demo.add_argument("--smoke", action="store_true", help="tiny model, seconds instead of minutes")
+    demo.set_defaults(func=_cmd_demo)
+
+    nb = sub.add_parser("notebook", help="run any notebook headless with parameters")
+    nb.add_argument("name", help="e.g. 00_quickstart")
+    nb.add_argument("--out", default=None, help="output directory (default runs/NAME)")
+    nb.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    nb.set_defaults(func=_cmd_notebook)
+
+    info = sub.add_parser("info", help="what hardware and backend the kit sees")
+    info.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        args.func(args)
+    except CptnbError as err:
+        print(f"cptnb: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,271 @@
+"""Typed recipe for a continued-pretraining run.
+
+A :class:`Recipe` groups four sections: :class:`DataConfig`, :class:`ModelConfig`,
+:class:`TrainConfig` and :class:`EvalConfig`. Each field carries a one-sentence
+``help`` (shown by the CLI and in YAML dumps); each section validates itself in
+``__post_init__`` and reports every problem at once, with the fix.
+
+Example::
+
+    recipe = Recipe.from_yaml("recipe.yaml")
+    recipe.train.max_steps = 40
+    recipe.to_yaml("run/recipe.yaml")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cptnb.errors import ConfigError
+
+METHODS = ("lora", "qlora", "full")
+BACKENDS = ("auto", "unsloth", "transformers")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("cosine", "linear", "constant")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with a help sentence (mutable defaults via a factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+class _Section:
+    """Shared behaviour: validation on construction and dict conversion."""
+
+    def problems(self) -> list[str]:  # pragma: no cover - overridden
+        return []
+
+    def __post_init__(self) -> None:
+        found = self.problems()
+        if found:
+            raise ConfigError(found, where=type(self).__name__)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None, where: str | None = None):
+        values = dict(values or {})
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(
+                [f"unknown field {k!r}; known fields: {', '.join(sorted(names))}" for k in unknown],
+                where=where or cls.__name__,
+            )
+        return cls(**values)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> help sentence, for docs and the CLI."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+def _choice(problems: list[str], name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(problems: list[str], name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        problems.append(f"{name} must be {bound}, got {value!r}")
+
+
+@dataclass
+class ModelConfig(_Section):
+    """Which model to start from and how to make it trainable."""
+
+    name: str = _f("smollm2-135m", "Hub id (e.g. meta-llama/Llama-3.2-1B), local directory, or alias smollm2-135m | tiny-llama.")
+    method: str = _f("lora", "lora (adapters), qlora (adapters on a 4-bit base) or full (every weight trains).")
+    backend: str = _f("auto", "auto picks Unsloth when a CUDA GPU and Unsloth are present, else transformers + PEFT.")
+    dtype: str = _f("auto", "Weight dtype: auto (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU) or explicit.")
+    max_seq_len_tokens: int = _f(256, "Length of a packed training block, in tokens.")
+    lora_rank: int = _f(16, "LoRA rank r: the size of each low-rank update.")
+    lora_alpha: int = _f(32, "LoRA alpha: updates are scaled by alpha / r (alpha / sqrt(r) with rsLoRA).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA input, 0 to 1.")
+    use_rslora: bool = _f(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)), helpful for large ranks.")
+    target_modules: Any = _f("all-linear", "LoRA targets: 'all-linear' or a list of module names such as [q_proj, v_proj].")
+    train_embeddings: bool = _f(False, "Also train embed_tokens and lm_head in full (recommended for a new language).")
+    cache_dir: str = _f("", "Where built aliases are stored; empty means $CPTNB_CACHE or ~/.cache/cptnb.")
+    seed: int = _f(1309, "Seed for LoRA initialisation and the tiny model's random weights.")
+    trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if not isinstance(self.name, str) or not self.name.strip():
+            p.append("name must be a hub id, a local directory or an alias (smollm2-135m, tiny-llama)")
+        _choice(p, "method", self.method, METHODS)
+        _choice(p, "backend", self.backend, BACKENDS)
+        _choice(p, "dtype", self.dtype, DTYPES)
+        _positive(p, "max_seq_len_tokens", self.max_seq_len_tokens)
+        _positive(p, "lora_rank", self.lora_rank)
+        _positive(p, "lora_alpha", self.lora_alpha)
+        if not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
+            p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        tm = self.target_modules
+        if not (tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm))):
+            p.append(f"target_modules must be 'all-linear' or a non-empty list of module names, got {tm!r}")
+        return p
+
+
+@dataclass
+class TrainConfig(_Section):
+    """How long and how fast to train, and where to write the run."""
+
+    output_dir: str = _f("runs/cpt", "Directory for checkpoints, metrics.jsonl and the final adapter or model.")
+    max_steps: int = _f(40, "Optimizer steps to run; -1 means use num_train_epochs instead.")
+    num_train_epochs: float = _f(1.0, "Passes over the packed training set (used when max_steps is -1).")
+    per_device_batch_size: int = _f(4, "Packed blocks per device per micro-batch.")
+    gradient_accumulation_steps: int = _f(1, "Micro-batches summed into one optimizer step.")
+    learning_rate: float = _f(2e-4, "Peak learning rate for LoRA weights or full weights.")
+    embedding_learning_rate: float = _f(0.0, "Learning rate for embed_tokens/lm_head when trained; 0 means learning_rate / 10.")
+    lr_scheduler: str = _f("cosine", "Schedule after warmup: cosine, linear or constant.")
+    warmup_steps: int = _f(0, "Linear warmup length in optimizer steps (takes precedence over warmup_ratio).")
+    warmup_ratio: float = _f(0.05, "Warmup as a share of all steps, used when warmup_steps is 0.")
+    min_lr_ratio: float = _f(0.1, "Floor of the decay, as a share of the peak learning rate.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping threshold (global L2 norm).")
+    optimizer: str = _f("adamw_torch", "Optimizer name as transformers knows it (adamw_torch, adamw_8bit, ...).")
+    precision: str = _f("auto", "Mixed precision: auto, bf16, fp16 or fp32.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    logging_steps: int = _f(1, "Log train loss every N optimizer steps.")
+    eval_steps: int = _f(0, "Evaluate held-out domain/general loss every N steps; 0 disables periodic eval.")
+    save_steps: int = _f(0, "Save a checkpoint every N steps; 0 saves only at the end.")
+    save_total_limit: int = _f(2, "Keep at most this many checkpoints.")
+    seed: int = _f(1309, "Seed for data order and dropout.")
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if not (self.max_steps == -1 or (isinstance(self.max_steps, int) and self.max_steps > 0)):
+            p.append(f"max_steps must be > 0, or -1 to train by epochs; got {self.max_steps!r}")
+        _positive(p, "num_train_epochs", self.num_train_epochs)
+        _positive(p, "per_device_batch_size", self.per_device_batch_size)
+        _positive(p, "gradient_accumulation_steps", self.gradient_accumulation_steps)
+        _positive(p, "learning_rate", self.learning_rate)
+        _positive(p, "embedding_learning_rate", self.embedding_learning_rate, allow_zero=True)
+        _choice(p, "lr_scheduler", self.lr_scheduler, SCHEDULERS)
+        _positive(p, "warmup_steps", self.warmup_steps, allow_zero=True)
+        if not (isinstance(self.warmup_ratio, (int, float)) and 0 <= self.warmup_ratio < 1):
+            p.append(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio!r}")
+        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
+            p.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        _positive(p, "weight_decay", self.weight_decay, allow_zero=True)
+        _positive(p, "max_grad_norm", self.max_grad_norm)
+        _choice(p, "precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
+        _positive(p, "logging_steps", self.logging_steps)
+        _positive(p, "eval_steps", self.eval_steps, allow_zero=True)
+        _positive(p, "save_steps", self.save_steps, allow_zero=True)
+        _positive(p, "save_total_limit", self.save_total_limit)
+        return p
+
+    @property
+    def effective_embedding_learning_rate(self) -> float:
+        return self.embedding_learning_rate or self.learning_rate / 10
+
+
+@dataclass
+class DataConfig(_Section):
+    """Where the corpus comes from and how it is cut into training blocks."""
+
+    sources: list = _f(["data_samples/vi"], "Domain corpus files, directories or globs (.jsonl, .json, .txt).")
+    text_field: str = _f("text", "Field holding the document text in JSON/JSONL sources.")
+    replay_sources: list = _f([], "General-language files mixed in to limit forgetting.")
+    replay_share: float = _f(0.0, "Target share of training tokens taken from replay_sources, 0 to 0.9.")
+    heldout_domain: list = _f(["data_samples/heldout/vi_heldout.jsonl"], "Held-out domain documents for loss/perplexity/bits per byte.")
+    heldout_general: list = _f(["data_samples/heldout/en_heldout.jsonl"], "Held-out general documents: the forgetting signal.")
+    min_chars: int = _f(20, "Documents shorter than this many characters after cleaning are dropped (and counted).")
+    seed: int = _f(1309, "Seed for replay sampling and shuffling.")
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if not isinstance(self.sources, list) or not self.sources:
+            p.append("sources must be a non-empty list of paths")
+        if not (isinstance(self.replay_share, (int, float)) and 0 <= self.replay_share <= 0.9):
+            p.append(f"replay_share must be in [0, 0.9], got {self.replay_share!r}")
+        if self.replay_share and not self.replay_sources:
+            p.append("replay_share > 0 needs replay_sources (general text to mix in)")
+        _positive(p, "min_chars", self.min_chars, allow_zero=True)
+        return p
+
+
+@dataclass
+class EvalConfig(_Section):
+    """What to measure before and after training."""
+
+    window_tokens: int = _f(1024, "Sliding-window length for perplexity on long documents.")
+    stride_tokens: int = _f(512, "Step between windows; each token is scored once with up to window-stride tokens of context.")
+    batch_size: int = _f(8, "Windows scored per forward pass.")
+    prompts: list = _f([], "Prompts for the generation spot-check, base and adapted side by side.")
+    max_new_tokens: int = _f(40, "Tokens generated per prompt (greedy).")
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        _positive(p, "window_tokens", self.window_tokens)
+        _positive(p, "stride_tokens", self.stride_tokens)
+        if isinstance(self.stride_tokens, int) and isinstance(self.window_tokens, int) and self.stride_tokens > self.window_tokens:
+            p.append(f"stride_tokens ({self.stride_tokens}) must be <= window_tokens ({self.window_tokens})")
+        _positive(p, "batch_size", self.batch_size)
+        _positive(p, "max_new_tokens", self.max_new_tokens)
+        return p
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class Recipe:
+    """A whole run: data, model, train and eval sections."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name).to_dict() for name in _SECTIONS}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "recipe") -> "Recipe":
+        unknown = sorted(set(values or {}) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError([f"unknown section {k!r}; sections are {', '.join(_SECTIONS)}" for k in unknown], where)
+        # Collect problems from every section before raising, so the user fixes them in one go.
+        problems: list[str] = []
+        built: dict[str, Any] = {}
+        for name, section in _SECTIONS.items():
+            try:
+                built[name] = section.from_dict((values or {}).get(name), where=f"{where}: {name}")
+            except ConfigError as err:
+                problems += [f"{name}.{p}" for p in err.problems]
+        if problems:
+            raise ConfigError(problems, where)
+        return cls(**built)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Recipe":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError([f"file not found: {path}; pass the path of a recipe YAML"], str(path))
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError([f"not valid YAML: {err}"], str(path)) from None
+        if not isinstance(values, dict):
+            raise ConfigError(["top level must be a mapping with data/model/train/eval sections"], str(path))
+        return cls.from_dict(values, where=str(path))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
+        return text

@@ -1,0 +1,310 @@
+"""Load a model ready for LoRA, QLoRA or full continued pretraining.
+
+This is the one place where the backend is chosen: Unsloth's
+``FastLanguageModel`` when a CUDA GPU and Unsloth are present, plain
+transformers + PEFT otherwise (CPU, or ``backend="transformers"``). Whatever
+path is taken, :func:`load_model` checks that the parameters the recipe says are
+trainable really are, and :class:`TrainableCheck` later confirms they changed.
+
+Example::
+
+    loaded = load_model(ModelConfig(name="smollm2-135m", method="lora", train_embeddings=True))
+    print(loaded.summary())
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cptnb.config import ModelConfig
+from cptnb.errors import CptnbError, ModelNotAvailableError
+from cptnb.model_zoo import ALIASES, resolve_alias
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_MODULES = ("embed_tokens", "lm_head")
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer, and what the kit knows about how it will train."""
+
+    model: Any
+    tokenizer: Any
+    backend: str  # "unsloth" or "transformers"
+    method: str
+    source: str  # local directory or hub id the weights came from
+    trainable_names: list[str] = field(default_factory=list)
+    trainable_params: int = 0
+    total_params: int = 0
+
+    def summary(self) -> str:
+        share = 100 * self.trainable_params / max(self.total_params, 1)
+        return (
+            f"{self.source} via {self.backend} ({self.method}): "
+            f"{self.trainable_params:,} of {self.total_params:,} parameters trainable ({share:.2f}%)"
+        )
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(cfg: ModelConfig) -> str:
+    """'unsloth' when asked for or (auto) when a CUDA GPU and Unsloth are present; else 'transformers'."""
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if cfg.backend == "unsloth":
+        if not has_unsloth:
+            raise CptnbError("backend='unsloth' but Unsloth is not installed: pip install unsloth, or set backend='auto'")
+        return "unsloth"
+    if cfg.backend == "auto" and has_unsloth and cuda_available():
+        return "unsloth"
+    return "transformers"
+
+
+def resolve_dtype(name: str):
+    """The weight dtype: explicit, or from the hardware (bf16 > fp16 on GPU, fp32 on CPU)."""
+    import torch
+
+    if name != "auto":
+        return getattr(torch, name)
+    if cuda_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def resolve_source(cfg: ModelConfig) -> str:
+    """Local directory for an alias (built once) or a local path; otherwise the hub id as given."""
+    built = resolve_alias(cfg.name, cfg.cache_dir, cfg.seed)
+    if built is not None:
+        return str(built)
+    path = Path(cfg.name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotAvailableError(f"{path} exists but holds no config.json; point model.name at a saved model folder")
+        return str(path)
+    if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
+        raise ModelNotAvailableError(f"model directory {cfg.name} does not exist; check the path")
+    return cfg.name
+
+
+def _not_available(name: str, err: Exception) -> ModelNotAvailableError:
+    aliases = ", ".join(sorted(ALIASES))
+    return ModelNotAvailableError(
+        f"model {name!r} is not in the local Hugging Face cache and could not be downloaded "
+        f"({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+        f"To fix: on a machine with internet run `hf download {name}` (log in first for gated models such as "
+        f"Llama), or point model.name at a local folder, or use an offline alias ({aliases})."
+    )
+
+
+def _from_pretrained(loader, source: str, **kwargs):
+    """Call a ``from_pretrained`` and turn hub/offline failures into one clear error."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return loader.from_pretrained(source, **kwargs)
+    except (OSError, LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
+        if Path(source).exists() and not isinstance(err, OSError):
+            raise
+        raise _not_available(source, err) from None
+
+
+def linear_module_names(model) -> list[str]:
+    """Leaf names of the linear layers LoRA can target ('all-linear' minus lm_head)."""
+    import torch
+
+    names = {
+        full.rsplit(".", 1)[-1]
+        for full, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not full.endswith("lm_head")
+    }
+    return sorted(names)
+
+
+def _target_modules(cfg: ModelConfig, model) -> list[str]:
+    return linear_module_names(model) if cfg.target_modules == "all-linear" else list(cfg.target_modules)
+
+
+def _load_transformers(cfg: ModelConfig, source: str, dtype):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    tokenizer = _from_pretrained(AutoTokenizer, source, trust_remote_code=cfg.trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or cuda_available() else torch.float32,
+        )
+    model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+    if cfg.method == "full":
+        model.requires_grad_(True)
+        return model, tokenizer
+
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        use_rslora=cfg.use_rslora,
+        target_modules=_target_modules(cfg, model),
+        modules_to_save=list(EMBEDDING_MODULES) if cfg.train_embeddings else None,
+        # Tied input/output embeddings must stay tied after PEFT copies them.
+        ensure_weight_tying=bool(cfg.train_embeddings and model.config.tie_word_embeddings),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora), tokenizer
+
+
+def _load_unsloth(cfg: ModelConfig, source: str, dtype):
+    from unsloth import FastLanguageModel  # imported only here: Unsloth patches libraries on import
+
+    try:
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=source,
+            max_seq_length=cfg.max_seq_len_tokens,
+            dtype=dtype,
+            load_in_4bit=cfg.method == "qlora",
+            full_finetuning=cfg.method == "full",
+            trust_remote_code=cfg.trust_remote_code,
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        if Path(source).exists():
+            raise
+        raise _not_available(source, err) from None
+    if cfg.method == "full":
+        return model, tokenizer
+    targets = _target_modules(cfg, model)
+    if cfg.train_embeddings:
+        targets += list(EMBEDDING_MODULES)  # Unsloth turns these into fully trained modules
+    model = FastLanguageModel.get_peft_model(
+        model,
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        use_rslora=cfg.use_rslora,
+        target_modules=targets,
+        bias="none",
+        use_gradient_checkpointing="unsloth",
+        random_state=cfg.seed,
+    )
+    return model, tokenizer
+
+
+def trainable_parameter_names(model) -> list[str]:
+    return [name for name, p in model.named_parameters() if p.requires_grad]
+
+
+def assert_trainable(model, cfg: ModelConfig) -> list[str]:
+    """Check that what ``cfg`` says should train really has ``requires_grad``; return the names.
+
+    Other tools have silently skipped ``lm_head`` and tied embeddings; here a
+    mismatch is an error, not a surprise after hours of training.
+    """
+    names = trainable_parameter_names(model)
+    problems: list[str] = []
+    if not names:
+        problems.append("no parameter requires grad")
+    if cfg.method in ("lora", "qlora"):
+        if not any("lora_" in n for n in names):
+            problems.append("no LoRA weights are trainable")
+        frozen_base = [n for n in names if "lora_" not in n and not any(m in n for m in EMBEDDING_MODULES)]
+        if frozen_base:
+            problems.append(f"base weights unexpectedly trainable: {frozen_base[:3]}")
+        if cfg.train_embeddings:
+            for module in EMBEDDING_MODULES:
+                if not _module_trains(model, module, names):
+                    problems.append(f"train_embeddings=True but {module} is not trainable")
+        elif any(m in n for n in names for m in EMBEDDING_MODULES):
+            problems.append("embeddings are trainable although train_embeddings=False")
+    elif cfg.method == "full":
+        frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+        if frozen:
+            problems.append(f"full training but {len(frozen)} parameters are frozen, e.g. {frozen[:3]}")
+    if problems:
+        raise CptnbError("trainable-parameter check failed: " + "; ".join(problems))
+    return names
+
+
+def _module_trains(model, module: str, names: list[str]) -> bool:
+    if any(module in n for n in names):
+        return True
+    # A tied lm_head shares its tensor with embed_tokens, so named_parameters lists it once.
+    out = model.get_output_embeddings()
+    inp = model.get_input_embeddings()
+    weight = getattr(out, "weight", None)
+    return module == "lm_head" and weight is not None and weight is getattr(inp, "weight", None) and weight.requires_grad
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Load ``cfg.name`` and make it trainable for ``cfg.method``; see the module docstring."""
+    import torch
+
+    backend = choose_backend(cfg)
+    dtype = resolve_dtype(cfg.dtype)
+    if cfg.method == "qlora" and backend == "transformers" and importlib.util.find_spec("bitsandbytes") is None:
+        raise CptnbError("method='qlora' needs bitsandbytes: pip install bitsandbytes")
+    source = resolve_source(cfg)
+    torch.manual_seed(cfg.seed)  # LoRA A matrices are random: same seed, same start
+    loader = _load_unsloth if backend == "unsloth" else _load_transformers
+    model, tokenizer = loader(cfg, source, dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    names = assert_trainable(model, cfg)
+    params = {id(p): p for p in model.parameters()}.values()  # tied tensors counted once
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        backend=backend,
+        method=cfg.method,
+        source=source,
+        trainable_names=names,
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        total_params=sum(p.numel() for p in params),
+    )
+    log.info(loaded.summary())
+    return loaded
+
+
+class TrainableCheck:
+    """Snapshot trainable tensors, then verify each one moved after training steps.
+
+    LoRA's B matrices start at zero, so the A matrices get no gradient on the
+    first step; check after two or more optimizer steps.
+    """
+
+    def __init__(self, model, names: list[str], max_tensors: int = 64):
+        params = dict(model.named_parameters())
+        # Every LoRA/embedding tensor is small enough to copy; for full training sample evenly.
+        step = max(1, len(names) // max_tensors)
+        self.names = names[::step]
+        self.before = {n: params[n].detach().float().cpu().clone() for n in self.names}
+
+    def unchanged(self, model) -> list[str]:
+        params = dict(model.named_parameters())
+        return [n for n in self.names if torch_equal(params[n], self.before[n])]
+
+    def verify(self, model) -> None:
+        stuck = self.unchanged(model)
+        if stuck:
+            raise CptnbError(
+                f"{len(stuck)} of {len(self.names)} parameters reported trainable did not change after training, "
+                f"e.g. {stuck[:3]}. Check the learning rate and that the optimizer received these parameters."
+            )
+
+
+def torch_equal(param, snapshot) -> bool:
+    return bool((param.detach().float().cpu() == snapshot).all())

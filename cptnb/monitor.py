@@ -1,0 +1,237 @@
+"""Metric loggers: JSONL (always), a live notebook panel, and a null logger.
+
+Every logger takes the same events, flat dicts with a ``step`` and any of::
+
+    train_loss, learning_rate, grad_norm, heldout_domain_loss, heldout_general_loss,
+    tokens_per_second, eta_seconds, memory_mb, epoch
+
+:class:`LivePlot` draws them with matplotlib into an ``ipywidgets.Image`` that
+is replaced in place (no flicker, works in JupyterLab, Colab, Kaggle and VS
+Code), throttled to one redraw per ``min_interval_s``; it always writes the
+final figure as PNG, which is all a headless run shows. :func:`plot_run`
+redraws any finished run from its ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Protocol, runtime_checkable
+
+LOSS_SERIES = ("train_loss", "heldout_domain_loss", "heldout_general_loss")
+LOSS_LABELS = {
+    "train_loss": "train",
+    "heldout_domain_loss": "held-out domain",
+    "heldout_general_loss": "held-out general (forgetting)",
+}
+
+
+@runtime_checkable
+class MetricLogger(Protocol):
+    """Anything that accepts metric events and can be closed."""
+
+    def log(self, event: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullLogger:
+    """Accepts and ignores everything (for library use without output)."""
+
+    def log(self, event: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlLogger:
+    """Writes one JSON object per event to ``path``, flushed so a killed run keeps its log.
+
+    ``append=True`` continues an existing log (for a resumed run); otherwise it starts afresh.
+    """
+
+    def __init__(self, path: str | Path, append: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a" if append else "w", encoding="utf-8")
+
+    def log(self, event: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(_jsonable(event), ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+class MultiLogger:
+    """Sends each event to several loggers."""
+
+    def __init__(self, loggers: Iterable[MetricLogger]):
+        self.loggers = [lg for lg in loggers if lg is not None]
+
+    def log(self, event: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(event)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+def _jsonable(event: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in event.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # JSON has no NaN/inf; keep them visible as strings
+        out[key] = value
+    return out
+
+
+def in_notebook_kernel() -> bool:
+    """True inside a Jupyter/Colab/Kaggle/VS Code kernel (where widgets can render)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+class LivePlot:
+    """Live training panel for notebooks; a PNG on :meth:`close` everywhere.
+
+    Example::
+
+        plot = LivePlot(png_path="runs/x/loss.png", title="LoRA CPT")
+        plot.log({"step": 1, "train_loss": 3.2, "learning_rate": 2e-4})
+        plot.close()
+    """
+
+    def __init__(self, png_path: str | Path | None = None, title: str = "", min_interval_s: float = 1.0, show: bool | None = None):
+        self.png_path = Path(png_path) if png_path else None
+        self.title = title
+        self.min_interval_s = min_interval_s
+        self.series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.latest: dict[str, Any] = {}
+        self.redraws = 0
+        self._last_draw = 0.0
+        self._image = None
+        self._status = None
+        if show if show is not None else in_notebook_kernel():
+            self._open_widget()
+
+    def _open_widget(self) -> None:
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        self._status = widgets.HTML(value="<i>waiting for the first step…</i>")
+        self._image = widgets.Image(format="png", layout=widgets.Layout(max_width="960px"))
+        display(widgets.VBox([self._status, self._image]))
+
+    def log(self, event: dict[str, Any]) -> None:
+        step = int(event.get("step", 0))
+        for key, value in event.items():
+            if key == "step" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            self.series[key].append((step, float(value)))
+        self.latest.update(event)
+        if self._image is not None and time.monotonic() - self._last_draw >= self.min_interval_s:
+            self._draw()
+
+    def _draw(self) -> None:
+        png = figure_png(self.figure())
+        self._image.value = png
+        self._status.value = self.status_line()
+        self._last_draw = time.monotonic()
+        self.redraws += 1
+
+    def status_line(self) -> str:
+        parts = [f"step {self.latest.get('step', 0)}"]
+        fmt = {
+            "train_loss": "loss {:.4f}",
+            "tokens_per_second": "{:,.0f} tok/s",
+            "eta_seconds": "ETA {:.0f} s",
+            "memory_mb": "mem {:,.0f} MB",
+        }
+        for key, pattern in fmt.items():
+            value = self.latest.get(key)
+            if isinstance(value, (int, float)):
+                parts.append(pattern.format(value))
+        return " · ".join(parts)
+
+    def figure(self):
+        return draw_metrics(self.series, title=f"{self.title}  {self.status_line()}".strip())
+
+    def close(self) -> None:
+        if self._image is not None:
+            self._draw()
+        if self.png_path is not None and self.series:
+            self.png_path.parent.mkdir(parents=True, exist_ok=True)
+            self.png_path.write_bytes(figure_png(self.figure()))
+
+
+def draw_metrics(series: dict[str, list[tuple[int, float]]], title: str = ""):
+    """A 2x2 figure: losses, learning rate, grad norm, throughput. Uses no pyplot state."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6), dpi=90)
+    axes = fig.subplots(2, 2)
+    loss_ax, lr_ax, grad_ax, speed_ax = axes.flat
+    for key in LOSS_SERIES:
+        if series.get(key):
+            steps, values = zip(*series[key])
+            marker = "o" if key != "train_loss" else None
+            loss_ax.plot(steps, values, label=LOSS_LABELS[key], marker=marker, markersize=4)
+    loss_ax.set_title("loss (nats/token)")
+    loss_ax.set_xlabel("step")
+    if any(series.get(k) for k in LOSS_SERIES):
+        loss_ax.legend(fontsize=8)
+    for ax, key, label in (
+        (lr_ax, "learning_rate", "learning rate"),
+        (grad_ax, "grad_norm", "grad norm"),
+        (speed_ax, "tokens_per_second", "tokens / s"),
+    ):
+        if series.get(key):
+            steps, values = zip(*series[key])
+            ax.plot(steps, values)
+        ax.set_title(label)
+        ax.set_xlabel("step")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Events from a metrics.jsonl (NaN/inf strings turned back into floats)."""
+    events = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            event = json.loads(line)
+            events.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in event.items()})
+    return events
+
+
+def plot_run(metrics_path: str | Path, png_path: str | Path | None = None, title: str = ""):
+    """Redraw a finished (or running) run from its metrics.jsonl; optionally save a PNG."""
+    series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for event in read_metrics(metrics_path):
+        for key, value in event.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                series[key].append((int(event.get("step", 0)), float(value)))
+    fig = draw_metrics(series, title=title)
+    if png_path:
+        Path(png_path).write_bytes(figure_png(fig))
+    return fig

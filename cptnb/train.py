@@ -1,0 +1,279 @@
+"""One training path for LoRA, QLoRA and full continued pretraining.
+
+:func:`train` runs TRL's ``SFTTrainer`` on packed blocks (``input_ids`` of equal
+length, so no padding and no truncation happen). When Unsloth was chosen in
+:mod:`cptnb.models`, Unsloth has already patched TRL, so the same code runs its
+fused kernels; on CPU it is plain TRL + PEFT. The kit adds what CPT needs on
+top: a separate, lower learning rate for trained embeddings, warmup + cosine /
+linear decay to a floor, held-out domain and general loss during training (the
+forgetting signal), a stop with a clear message when the loss turns NaN/inf, a
+check that the trainable parameters really moved, and metric events for the
+loggers in :mod:`cptnb.monitor`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cptnb.config import TrainConfig
+from cptnb.errors import CptnbError, TrainingDivergedError
+from cptnb.models import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
+from cptnb.monitor import MetricLogger, NullLogger
+from cptnb.schedules import lr_multiplier, warmup_steps_for
+
+log = logging.getLogger(__name__)
+
+# Trainable parameters are checked for movement after this many optimizer steps
+# (LoRA A matrices get their first gradient on step 2, when B is no longer zero).
+TRAINABLE_CHECK_STEP = 2
+
+
+@dataclass
+class TrainResult:
+    """Where the run went and how it ended."""
+
+    output_dir: Path
+    final_dir: Path  # adapter (LoRA/QLoRA) or full model, with tokenizer
+    steps: int
+    final_train_loss: float
+    history: list[dict[str, Any]]
+
+
+def resolve_precision(precision: str) -> str:
+    """'bf16' on GPUs that support it, 'fp16' on older GPUs, 'fp32' on CPU, unless set."""
+    if precision != "auto":
+        return precision
+    if cuda_available():
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def _is_embedding(name: str) -> bool:
+    return any(module in name for module in EMBEDDING_MODULES)
+
+
+def _trl_fused_loss_available() -> bool:
+    """TRL computes the SFT loss with Triton kernels; they import only where Triton and a GPU exist."""
+    if not cuda_available():
+        return False
+    from trl.trainer import utils as trl_utils
+
+    return getattr(trl_utils, "_ChunkedLogProbFunction", None) is not None
+
+
+def _trainer_class():
+    """Build the trainer subclass at call time, after Unsloth (if used) has patched TRL."""
+    import torch
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    fused_loss_available = _trl_fused_loss_available()
+
+    class CptTrainer(SFTTrainer):
+        """SFTTrainer with an embedding learning rate and the kit's LR schedule."""
+
+        cpt_config: TrainConfig
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if fused_loss_available:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # TRL's fused LM-head loss is a Triton kernel, and Triton does not exist on CPU-only
+            # machines: use the model's own cross-entropy (what transformers' Trainer does).
+            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+        def create_optimizer(self, model=None):
+            if self.optimizer is not None:
+                return self.optimizer
+            cfg = self.cpt_config
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            groups = [
+                {"params": [p for n, p in named if not _is_embedding(n)], "lr": cfg.learning_rate},
+                {"params": [p for n, p in named if _is_embedding(n)], "lr": cfg.effective_embedding_learning_rate},
+            ]
+            for group in groups:
+                group["weight_decay"] = cfg.weight_decay
+            groups = [g for g in groups if g["params"]]
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            return self.optimizer
+
+        def create_scheduler(self, num_training_steps: int, optimizer=None):
+            if self.lr_scheduler is None:
+                cfg = self.cpt_config
+                warmup = warmup_steps_for(num_training_steps, cfg.warmup_steps, cfg.warmup_ratio)
+                self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                    optimizer or self.optimizer,
+                    lambda step: lr_multiplier(step, num_training_steps, warmup, cfg.lr_scheduler, cfg.min_lr_ratio),
+                )
+                self._created_lr_scheduler = True
+            return self.lr_scheduler
+
+    return CptTrainer
+
+
+def _callbacks(loaded: LoadedModel, logger: MetricLogger, tokens_per_step: int, history: list):
+    import psutil
+    import torch
+    from transformers import TrainerCallback
+
+    class CptCallback(TrainerCallback):
+        """Turns trainer logs into metric events; guards against divergence; checks trainables."""
+
+        def __init__(self):
+            self.check = TrainableCheck(loaded.model, loaded.trainable_names)
+            self.checked = False
+            self.step_started = time.monotonic()
+            self.step_seconds: list[float] = []
+
+        def on_step_begin(self, args, state, control, **kw):
+            self.step_started = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.step_seconds.append(time.monotonic() - self.step_started)
+            if state.global_step >= TRAINABLE_CHECK_STEP and not self.checked:
+                self.check.verify(loaded.model)
+                self.checked = True
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            event: dict[str, Any] = {"step": state.global_step}
+            if "loss" in logs:
+                loss = float(logs["loss"])
+                event["train_loss"] = loss
+                if not math.isfinite(loss):
+                    last = _last_checkpoint(Path(args.output_dir))
+                    raise TrainingDivergedError(
+                        f"training loss became {loss} at step {state.global_step}. Last good checkpoint: "
+                        f"{last or 'none saved yet'}. Lower learning_rate, set max_grad_norm, or use bf16/fp32 "
+                        "instead of fp16, then resume from that checkpoint."
+                    )
+            for key in ("learning_rate", "grad_norm", "epoch"):
+                if key in logs:
+                    event[key] = float(logs[key])
+            for key, value in logs.items():
+                if key.startswith("eval_") and key.endswith("_loss"):
+                    event[f"heldout_{key[5:-5]}_loss"] = float(value)
+            if self.step_seconds:
+                recent = self.step_seconds[-10:]
+                seconds = sum(recent) / len(recent)
+                event["tokens_per_second"] = tokens_per_step / seconds
+                event["eta_seconds"] = seconds * max(0, state.max_steps - state.global_step)
+            event["memory_mb"] = (
+                torch.cuda.max_memory_allocated() / 2**20
+                if torch.cuda.is_available()
+                else psutil.Process().memory_info().rss / 2**20
+            )
+            history.append(event)
+            logger.log(event)
+
+        def on_train_end(self, args, state, control, **kw):
+            if not self.checked and state.global_step >= TRAINABLE_CHECK_STEP:
+                self.check.verify(loaded.model)
+
+    return [CptCallback()]
+
+
+def _last_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return checkpoints[-1] if checkpoints else None
+
+
+def train(
+    loaded: LoadedModel,
+    train_dataset,
+    cfg: TrainConfig,
+    eval_datasets: dict[str, Any] | None = None,
+    logger: MetricLogger | None = None,
+    resume: bool | str = False,
+) -> TrainResult:
+    """Continue pretraining ``loaded.model`` on packed ``train_dataset`` blocks.
+
+    ``eval_datasets`` maps a name ("domain", "general") to packed held-out blocks,
+    evaluated every ``cfg.eval_steps`` and reported as ``heldout_<name>_loss``.
+    ``resume`` is False, True/"auto" (continue from the last checkpoint in
+    ``cfg.output_dir`` if there is one) or a checkpoint path.
+
+    Example::
+
+        result = train(loaded, packed.dataset, TrainConfig(max_steps=40), logger=LivePlot())
+    """
+    from trl import SFTConfig
+
+    if len(train_dataset) == 0:
+        raise CptnbError("the training set is empty: no packed block; add data or lower max_seq_len_tokens")
+    logger = logger or NullLogger()
+    block = len(train_dataset[0]["input_ids"])
+    precision = resolve_precision(cfg.precision)
+    evaluating = bool(eval_datasets) and cfg.eval_steps > 0
+    args = SFTConfig(
+        output_dir=cfg.output_dir,
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        per_device_eval_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optimizer,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not cuda_available(),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=cfg.eval_steps if evaluating else None,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        max_length=block,  # blocks are already packed: nothing to truncate
+        packing=False,
+        dataset_num_proc=None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    trainer_cls = _trainer_class()
+    trainer_cls.cpt_config = cfg
+    history: list[dict[str, Any]] = []
+    world = max(1, args.world_size)
+    tokens_per_step = block * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world
+    trainer = trainer_cls(
+        model=loaded.model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_datasets if evaluating else None,
+        processing_class=loaded.tokenizer,
+        callbacks=_callbacks(loaded, logger, tokens_per_step, history),
+    )
+    checkpoint = None
+    if resume in (True, "auto"):
+        checkpoint = _last_checkpoint(Path(cfg.output_dir))
+    elif isinstance(resume, str) and resume:
+        checkpoint = Path(resume)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if evaluating and trainer.state.global_step % cfg.eval_steps:
+        # The last step was not an eval step: measure the end point too.
+        final_eval = trainer.evaluate()
+        trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, final_eval)
+    final_dir = Path(cfg.output_dir) / ("model" if loaded.method == "full" else "adapter")
+    trainer.save_model(str(final_dir))
+    loaded.tokenizer.save_pretrained(final_dir)
+    losses = [e["train_loss"] for e in history if "train_loss" in e]
+    return TrainResult(
+        output_dir=Path(cfg.output_dir),
+        final_dir=final_dir,
+        steps=output.global_step,
+        final_train_loss=losses[-1] if losses else float(output.training_loss),
+        history=history,
+    )

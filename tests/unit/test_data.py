@@ -1,0 +1,93 @@
+import json
+import unicodedata
+
+import pytest
+
+from cptnb.data import DropCounter, clean_documents, clean_text, pack_documents, read_documents
+from cptnb.data.documents import Document
+from cptnb.errors import DataError
+
+
+def test_nfc_makes_decomposed_vietnamese_identical():
+    composed = "Tiếng Việt rất đẹp"
+    decomposed = unicodedata.normalize("NFD", composed)
+    assert composed != decomposed
+    assert clean_text(decomposed) == clean_text(composed) == composed
+
+
+def test_clean_removes_control_and_zero_width_and_folds_spaces():
+    assert clean_text("Xin\u200b chào\x07  \t bạn\r\n\r\n\r\n\r\nnhé ") == "Xin chào bạn\n\nnhé"
+
+
+def test_short_documents_are_dropped_and_counted():
+    drops = DropCounter()
+    docs = [Document("ngắn", "a.jsonl"), Document("đủ dài để giữ lại trong kho dữ liệu", "a.jsonl")]
+    kept = list(clean_documents(docs, min_chars=10, drops=drops))
+    assert [d.text for d in kept] == ["đủ dài để giữ lại trong kho dữ liệu"]
+    assert drops.by_reason("a.jsonl") == {"too_short": 1}
+
+
+def test_broken_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "một"}\n{"text": "hai"\n{"text": "ba"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"c\.jsonl:2: not valid JSON"):
+        list(read_documents([path]))
+    drops = DropCounter()
+    docs = list(read_documents([path], on_error="skip", drops=drops))
+    assert [d.text for d in docs] == ["một", "ba"]
+    assert drops.by_reason() == {"broken_json": 1}
+
+
+def test_missing_text_field_names_the_field(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"content": "x"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"c\.jsonl:1: field 'text' is missing"):
+        list(read_documents([path]))
+
+
+def test_utf8_bom_and_crlf_txt_blocks(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes("\ufeffĐoạn một.\r\n\r\nĐoạn hai,\r\ncòn tiếp.".encode("utf-8"))
+    assert [d.text for d in read_documents([path])] == ["Đoạn một.", "Đoạn hai,\ncòn tiếp."]
+
+
+def test_undecodable_file_is_reported_or_counted(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(b"ok\n\xff\xfe\xfa broken")
+    with pytest.raises(DataError, match=r"bad\.txt:2: bytes at offset 3 are not valid UTF-8"):
+        list(read_documents([path]))
+    drops = DropCounter()
+    assert list(read_documents([path], on_error="skip", drops=drops)) == []
+    assert drops.by_reason() == {"undecodable_file": 1}
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        list(read_documents([tmp_path / "nope.jsonl"]))
+
+
+class _CharTokenizer:
+    """One token per character; EOS = 0. Makes packing arithmetic checkable by hand."""
+
+    eos_token_id = 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+
+def test_packing_accounts_for_every_token_and_splits_long_documents():
+    docs = [Document("a" * 10, "s"), Document("b" * 25, "s"), Document("c" * 3, "s")]
+    packed = pack_documents(docs, _CharTokenizer(), block_size=8, batch_docs=2)
+    assert packed.tokens_in == 10 + 25 + 3 + 3  # one EOS per document
+    assert packed.tokens_in == packed.tokens_packed + packed.remainder_tokens
+    assert packed.num_blocks == 41 // 8 and packed.remainder_tokens == 41 % 8
+    stream = [t for block in packed.dataset["input_ids"] for t in block]
+    expected = [ord("a")] * 10 + [0] + [ord("b")] * 25 + [0] + [ord("c")] * 3 + [0]
+    assert stream == expected[: len(stream)]  # order kept, long doc split across blocks, nothing truncated
+    assert all(len(b) == 8 for b in packed.dataset["input_ids"])
+
+
+def test_fertility_is_tokens_per_word_without_eos():
+    packed = pack_documents([Document("ab cd", "s")], _CharTokenizer(), block_size=2)
+    assert packed.tokens_per_word == pytest.approx(5 / 2)
+    assert packed.tokens_per_byte == pytest.approx(1.0)
