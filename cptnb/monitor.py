@@ -120,7 +120,7 @@ class LivePlot:
         self.series: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self.latest: dict[str, Any] = {}
         self.redraws = 0
-        self._last_draw = 0.0
+        self._last_draw: float | None = None  # the first event always draws
         self._image = None
         self._status = None
         if show if show is not None else in_notebook_kernel():
@@ -141,7 +141,8 @@ class LivePlot:
                 continue
             self.series[key].append((step, float(value)))
         self.latest.update(event)
-        if self._image is not None and time.monotonic() - self._last_draw >= self.min_interval_s:
+        due = self._last_draw is None or time.monotonic() - self._last_draw >= self.min_interval_s
+        if self._image is not None and due:
             self._draw()
 
     def _draw(self) -> None:

@@ -59,6 +59,18 @@ def _is_embedding(name: str) -> bool:
     return any(module in name for module in EMBEDDING_MODULES)
 
 
+def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Optimizer groups: trained embeddings get their own, lower learning rate (Unsloth's CPT recipe)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not _is_embedding(n)], "lr": cfg.learning_rate},
+        {"params": [p for n, p in named if _is_embedding(n)], "lr": cfg.effective_embedding_learning_rate},
+    ]
+    for group in groups:
+        group["weight_decay"] = cfg.weight_decay
+    return [g for g in groups if g["params"]]
+
+
 def _trl_fused_loss_available() -> bool:
     """TRL computes the SFT loss with Triton kernels; they import only where Triton and a GPU exist."""
     if not cuda_available():
@@ -91,15 +103,7 @@ def _trainer_class():
         def create_optimizer(self, model=None):
             if self.optimizer is not None:
                 return self.optimizer
-            cfg = self.cpt_config
-            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-            groups = [
-                {"params": [p for n, p in named if not _is_embedding(n)], "lr": cfg.learning_rate},
-                {"params": [p for n, p in named if _is_embedding(n)], "lr": cfg.effective_embedding_learning_rate},
-            ]
-            for group in groups:
-                group["weight_decay"] = cfg.weight_decay
-            groups = [g for g in groups if g["params"]]
+            groups = param_groups(self.model, self.cpt_config)
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
             optimizer_kwargs.pop("lr", None)
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
@@ -229,6 +233,7 @@ def train(
         use_cpu=not cuda_available(),
         gradient_checkpointing=cfg.gradient_checkpointing,
         logging_steps=cfg.logging_steps,
+        logging_nan_inf_filter=False,  # the default hides NaN losses behind an average; we want to see them
         eval_strategy="steps" if evaluating else "no",
         eval_steps=cfg.eval_steps if evaluating else None,
         save_strategy="steps" if cfg.save_steps else "no",

@@ -43,7 +43,8 @@ def windows(num_tokens: int, window: int, stride: int) -> list[tuple[int, int, i
         end = min(start + window, num_tokens)
         spans.append((start, end, prev_end))
         prev_end = end
-        start += stride
+        # A window's first position is context only, so the next window must begin before prev_end.
+        start = min(start + stride, prev_end - 1)
     return spans
 
 

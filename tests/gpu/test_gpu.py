@@ -1,0 +1,28 @@
+"""GPU tier: run with `make test-gpu` on a CUDA machine; skipped elsewhere (see conftest)."""
+
+import pytest
+import torch
+
+from cptnb.config import ModelConfig, TrainConfig
+from cptnb.data import pack_documents
+from cptnb.models import load_model
+from cptnb.train import resolve_precision, train
+
+pytestmark = pytest.mark.gpu
+
+
+def test_auto_backend_takes_unsloth_and_bf16():
+    pytest.importorskip("unsloth")
+    loaded = load_model(ModelConfig(name="smollm2-135m", method="lora", train_embeddings=True))
+    assert loaded.backend == "unsloth"
+    assert next(loaded.model.parameters()).is_cuda
+    if torch.cuda.is_bf16_supported():
+        assert resolve_precision("auto") == "bf16"
+
+
+def test_qlora_through_bitsandbytes_trains_on_gpu(vi_docs, tmp_path):
+    loaded = load_model(ModelConfig(name="smollm2-135m", method="qlora"))
+    assert any(type(m).__name__ == "Linear4bit" for m in loaded.model.modules())
+    blocks = pack_documents(vi_docs[:40], loaded.tokenizer, 256).dataset
+    result = train(loaded, blocks, TrainConfig(output_dir=str(tmp_path), max_steps=4, learning_rate=1e-3))
+    assert result.steps == 4 and result.final_train_loss == result.final_train_loss  # finite, not NaN

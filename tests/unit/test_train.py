@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from cptnb.config import ModelConfig, TrainConfig
+from cptnb.data import pack_documents
+from cptnb.errors import TrainingDivergedError
+from cptnb.schedules import lr_multiplier
+from cptnb.train import param_groups, train
+
+
+@pytest.fixture(scope="module")
+def blocks(tiny, vi_docs):
+    loaded = tiny(method="full")
+    return pack_documents(vi_docs[:40], loaded.tokenizer, 64).dataset
+
+
+def test_lora_run_lowers_loss_logs_events_and_saves_adapter(tiny, blocks, tmp_path):
+    loaded = tiny(method="lora", train_embeddings=True)
+    events = []
+
+    class Collect:
+        def log(self, event):
+            events.append(event)
+
+        def close(self):
+            pass
+
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=10, per_device_batch_size=4, learning_rate=5e-3, warmup_steps=2, eval_steps=5)
+    result = train(loaded, blocks, cfg, eval_datasets={"domain": blocks.select(range(4))}, logger=Collect())
+    losses = [e["train_loss"] for e in events if "train_loss" in e]
+    assert result.steps == 10 and len(losses) == 10
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    assert all(math.isfinite(x) for x in losses)
+    last_train = [e for e in events if "train_loss" in e][-1]
+    assert {"learning_rate", "grad_norm", "tokens_per_second", "eta_seconds", "memory_mb"} <= set(last_train)
+    assert any("heldout_domain_loss" in e for e in events)
+    assert (result.final_dir / "adapter_config.json").is_file()
+    assert (result.final_dir / "tokenizer.json").is_file()
+
+
+def test_full_run_saves_a_model_that_reloads_with_plain_transformers(tiny, blocks, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    loaded = tiny(method="full")
+    result = train(loaded, blocks, TrainConfig(output_dir=str(tmp_path), max_steps=3, learning_rate=1e-3))
+    reloaded = AutoModelForCausalLM.from_pretrained(result.final_dir)
+    ids = torch.tensor([blocks[0]["input_ids"][:16]])
+    loaded.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, loaded.model(ids).logits, atol=1e-5)
+
+
+def test_nan_loss_stops_with_step_and_checkpoint(tiny, blocks, tmp_path):
+    loaded = tiny(method="lora")
+    with torch.no_grad():
+        for name, p in loaded.model.named_parameters():
+            if "lora_B" in name:
+                p.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match=r"became nan at step 1\. Last good checkpoint: none saved yet"):
+        train(loaded, blocks, TrainConfig(output_dir=str(tmp_path), max_steps=3))
+
+
+def test_embeddings_get_their_own_learning_rate(tiny):
+    loaded = tiny(method="lora", train_embeddings=True)
+    groups = param_groups(loaded.model, TrainConfig(learning_rate=1e-3))
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    embedding_ids = {id(p) for n, p in loaded.model.named_parameters() if "embed_tokens" in n and p.requires_grad}
+    assert {id(p) for p in groups[1]["params"]} == embedding_ids
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_schedule_warms_up_then_decays_to_the_floor(kind):
+    total, warmup, floor = 100, 10, 0.1
+    curve = [lr_multiplier(s, total, warmup, kind, floor) for s in range(total + 1)]
+    assert curve[:warmup] == pytest.approx([(s + 1) / warmup for s in range(warmup)])
+    assert curve[warmup] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(curve[warmup:], curve[warmup + 1 :]))  # never rises after warmup
+    assert curve[total] == pytest.approx(floor)
+    mid = curve[warmup + 45]
+    assert mid == pytest.approx(floor + (1 - floor) * 0.5, abs=1e-9)  # both shapes cross the midpoint halfway
+
+
+def test_constant_schedule_after_warmup():
+    assert [lr_multiplier(s, 10, 2, "constant") for s in range(5)] == [0.5, 1.0, 1.0, 1.0, 1.0]
