@@ -1,4 +1,4 @@
-"""Command line: `cptnb demo`, `cptnb notebook NAME`, `cptnb info`.
+"""Command line: `cptnb demo`, `cptnb notebook NAME`, `cptnb import-fpt`, `cptnb info`.
 
 Errors a user can fix print as one message (no traceback) and exit with 2.
 """
@@ -42,6 +42,26 @@ def _cmd_notebook(args) -> None:
     print(f"executed notebook: {executed}")
 
 
+def _cmd_import_fpt(args) -> None:
+    import json
+    from pathlib import Path
+
+    from cptnb.fpt_import import import_fpt
+
+    path = Path(args.json)
+    if not path.is_file():
+        raise CptnbError(f"{path}: no such file; pass the FPT AI Studio hyperparameter JSON")
+    try:
+        hyper = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CptnbError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    recipe, notes = import_fpt(hyper, model=args.model)
+    recipe.to_yaml(args.output)
+    print(f"wrote {args.output}")
+    for note in notes:
+        print(f"  note: {note}")
+
+
 def _cmd_info(args) -> None:
     import importlib.util
 
@@ -70,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--out", default=None, help="output directory (default runs/NAME)")
     nb.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     nb.set_defaults(func=_cmd_notebook)
+
+    fpt = sub.add_parser("import-fpt", help="convert an FPT AI Studio hyperparameter JSON into a recipe YAML")
+    fpt.add_argument("json", help="hyperparameters JSON (seed 001 format)")
+    fpt.add_argument("-o", "--output", required=True, help="recipe YAML to write")
+    fpt.add_argument("--model", default="meta-llama/Llama-3.2-1B", help="base model for the recipe")
+    fpt.set_defaults(func=_cmd_import_fpt)
 
     info = sub.add_parser("info", help="what hardware and backend the kit sees")
     info.set_defaults(func=_cmd_info)

@@ -142,9 +142,14 @@ class TrainConfig(_Section):
     save_steps: int = _f(0, "Save a checkpoint every N steps; 0 saves only at the end.")
     save_total_limit: int = _f(2, "Keep at most this many checkpoints.")
     seed: int = _f(1309, "Seed for data order and dropout.")
+    distributed_backend: str = _f("ddp", "Multi-GPU strategy under accelerate/torchrun: ddp, fsdp or deepspeed.")
+    zero_stage: int = _f(0, "DeepSpeed ZeRO stage (0-3) when distributed_backend is deepspeed; 0 means off.")
 
     def problems(self) -> list[str]:
         p: list[str] = []
+        _choice(p, "distributed_backend", self.distributed_backend, ("ddp", "fsdp", "deepspeed"))
+        if self.zero_stage not in (0, 1, 2, 3):
+            p.append(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage!r}")
         if not (self.max_steps == -1 or (isinstance(self.max_steps, int) and self.max_steps > 0)):
             p.append(f"max_steps must be > 0, or -1 to train by epochs; got {self.max_steps!r}")
         _positive(p, "num_train_epochs", self.num_train_epochs)
