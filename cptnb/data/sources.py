@@ -1,30 +1,46 @@
-"""Read documents from .jsonl / .json / .txt files, directories and globs.
+"""Read documents from files, folders, globs and `datasets` datasets, streaming.
+
+Formats: ``.txt`` (a document per blank-line-separated block, or per file),
+``.jsonl`` / ``.json``, ``.parquet``, ``.csv``, a folder written by
+``Dataset.save_to_disk``, and any ``datasets.Dataset`` / ``IterableDataset``
+object (streaming ones included). Text files may be UTF-8 (with or without
+BOM) or UTF-16 with BOM, with LF, CRLF or CR line ends.
 
 Bad input never vanishes: with ``on_error="raise"`` (default) the first bad
-record stops the run with a :class:`DataError` naming the file, the line and
-what to do; with ``on_error="skip"`` it is counted under its reason in the
-given :class:`DropCounter` and reading goes on.
+record stops the run with a :class:`DataError` naming the file, the line (or
+byte offset / row) and what to do; with ``on_error="skip"`` it is counted
+under its reason in the :class:`DropCounter` and reading goes on. Reasons:
+``undecodable_file``, ``empty_file``, ``broken_json``, ``missing_text_field``,
+``non_string_text_field``.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 import json
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from cptnb.data.documents import Document, DropCounter
 from cptnb.errors import DataError
 
-SUFFIXES = (".jsonl", ".json", ".txt")
+SUFFIXES = (".jsonl", ".json", ".txt", ".parquet", ".csv")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
 def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
-    """Files named by paths, directories (their supported files, sorted) and globs."""
+    """Files named by paths, directories (their supported files, sorted) and globs; saved datasets as folders."""
     files: list[Path] = []
     for spec in specs:
         path = Path(spec).expanduser()
-        if path.is_dir():
+        if _is_saved_dataset(path):
+            found = [path]
+        elif path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
         elif path.is_file():
             found = [path]
@@ -36,24 +52,33 @@ def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _decode(path: Path) -> tuple[str | None, str]:
-    """(text, "") or (None, "LINE: what is wrong"): UTF-8, with or without BOM."""
-    raw = path.read_bytes()
+def decode_bytes(raw: bytes) -> tuple[str | None, str]:
+    """(text, "") or (None, "LINE: what is wrong"). UTF-16 needs its BOM; UTF-8's BOM is optional."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8-sig"
     try:
-        return raw.decode("utf-8-sig"), ""
+        text = raw.decode(encoding)
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         return None, (
-            f"{line}: bytes at offset {err.start} are not valid UTF-8; re-save the file as UTF-8 "
-            "or pass on_error='skip' to count and skip it"
+            f"{line}: bytes at offset {err.start} are not valid {encoding.upper().replace('-SIG', '')}; re-save the "
+            "file as UTF-8 or pass on_error='skip' to count and skip it"
         )
+    return text.replace("\r\n", "\n").replace("\r", "\n"), ""
 
 
 class _Reader:
-    def __init__(self, text_field: str, on_error: str, drops: DropCounter | None):
+    """Turns one source at a time into Documents, applying the on_error policy."""
+
+    def __init__(self, text_field: str, on_error: str, drops: DropCounter | None, txt_mode: str):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        self.text_field, self.on_error, self.drops = text_field, on_error, drops or DropCounter()
+        if txt_mode not in ("blocks", "file"):
+            raise ValueError(f"txt_mode must be 'blocks' or 'file', got {txt_mode!r}")
+        self.text_field, self.on_error, self.txt_mode = text_field, on_error, txt_mode
+        self.drops = drops if drops is not None else DropCounter()
 
     def bad(self, where: str, source: str, reason: str, message: str) -> None:
         if self.on_error == "raise":
@@ -61,8 +86,18 @@ class _Reader:
         self.drops.drop(source, reason)
 
     def read(self, path: Path) -> Iterator[Document]:
+        if _is_saved_dataset(path):
+            from datasets import load_from_disk
+
+            yield from self.dataset(load_from_disk(str(path)), str(path))
+        elif path.suffix == ".parquet":
+            yield from self._parquet(path)
+        else:
+            yield from self._text_file(path)
+
+    def _text_file(self, path: Path) -> Iterator[Document]:
         source = str(path)
-        text, problem = _decode(path)
+        text, problem = decode_bytes(path.read_bytes())
         if text is None:
             line, message = problem.split(": ", 1)
             self.bad(f"{path}:{line}", source, "undecodable_file", message)
@@ -71,63 +106,129 @@ class _Reader:
             self.bad(str(path), source, "empty_file", "file is empty; remove it or add text")
             return
         if path.suffix == ".txt":
-            # One document per blank-line-separated block.
-            blocks = [b.strip() for b in text.replace("\r\n", "\n").replace("\r", "\n").split("\n\n")]
-            for i, block in enumerate(b for b in blocks if b):
-                yield Document(text=block, source=source, id=f"{path.stem}:{i}")
+            yield from self._txt(path, text)
+        elif path.suffix == ".jsonl":
+            yield from self._jsonl(path, text)
+        elif path.suffix == ".csv":
+            yield from self._csv(path, text)
+        else:
+            yield from self._json(path, text)
+
+    def _txt(self, path: Path, text: str) -> Iterator[Document]:
+        if self.txt_mode == "file":
+            yield Document(text=text.strip(), source=str(path), id=path.stem)
             return
-        lines = text.splitlines() if path.suffix == ".jsonl" else None
-        if lines is None:
-            yield from self._json_array(path, text)
-            return
-        for lineno, line in enumerate(lines, 1):
+        blocks = (b.strip() for b in text.split("\n\n"))
+        for i, block in enumerate(b for b in blocks if b):
+            yield Document(text=block, source=str(path), id=f"{path.stem}:{i}")
+
+    def _jsonl(self, path: Path, text: str) -> Iterator[Document]:
+        for lineno, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                self.bad(f"{path}:{lineno}", source, "broken_json", f"not valid JSON ({err.msg}); fix or delete this line")
+                self.bad(f"{path}:{lineno}", str(path), "broken_json", f"not valid JSON ({err.msg}); fix or delete this line")
                 continue
-            doc = self._record(record, f"{path}:{lineno}", source, f"{path.stem}:{lineno}")
+            doc = self.record(record, f"{path}:{lineno}", str(path), f"{path.stem}:{lineno}")
             if doc is not None:
                 yield doc
 
-    def _json_array(self, path: Path, text: str) -> Iterator[Document]:
+    def _json(self, path: Path, text: str) -> Iterator[Document]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as err:
-            self.bad(f"{path}:{err.lineno}", str(path), "broken_json", f"not valid JSON ({err.msg})")
+            self.bad(f"{path}:{err.lineno}", str(path), "broken_json", f"not valid JSON ({err.msg}); fix the file")
             return
-        if isinstance(records, dict):
-            records = [records]
-        for i, record in enumerate(records):
-            doc = self._record(record, f"{path}[{i}]", str(path), f"{path.stem}:{i}")
+        for i, record in enumerate(records if isinstance(records, list) else [records]):
+            doc = self.record(record, f"{path}[{i}]", str(path), f"{path.stem}:{i}")
             if doc is not None:
                 yield doc
 
-    def _record(self, record, where: str, source: str, default_id: str) -> Document | None:
+    def _csv(self, path: Path, text: str) -> Iterator[Document]:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if self.text_field not in (reader.fieldnames or []):
+            self.bad(f"{path}:1", str(path), "missing_text_field",
+                     f"no column {self.text_field!r} (columns: {reader.fieldnames}); set text_field")
+            return
+        for i, row in enumerate(reader):
+            doc = self.record(row, f"{path}:{reader.line_num}", str(path), f"{path.stem}:{i}")
+            if doc is not None:
+                yield doc
+
+    def _parquet(self, path: Path) -> Iterator[Document]:
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as err:  # pyarrow raises several types for a corrupt file
+            self.bad(str(path), str(path), "undecodable_file", f"not a readable parquet file ({err})")
+            return
+        if self.text_field not in parquet.schema_arrow.names:
+            self.bad(str(path), str(path), "missing_text_field",
+                     f"no column {self.text_field!r} (columns: {parquet.schema_arrow.names}); set text_field")
+            return
+        row = 0
+        for batch in parquet.iter_batches(batch_size=4096):  # streaming: one batch in memory
+            for record in batch.to_pylist():
+                doc = self.record(record, f"{path} row {row}", str(path), f"{path.stem}:{row}")
+                row += 1
+                if doc is not None:
+                    yield doc
+
+    def dataset(self, dataset, name: str) -> Iterator[Document]:
+        """Documents from a datasets Dataset/IterableDataset (or a DatasetDict's splits, in order)."""
+        if hasattr(dataset, "keys") and not hasattr(dataset, "features"):  # DatasetDict
+            for split in dataset.keys():
+                yield from self.dataset(dataset[split], f"{name}/{split}")
+            return
+        for i, record in enumerate(dataset):
+            doc = self.record(record, f"{name} row {i}", name, f"{name}:{i}")
+            if doc is not None:
+                yield doc
+
+    def record(self, record: Any, where: str, source: str, default_id: str) -> Document | None:
         value = record.get(self.text_field) if isinstance(record, dict) else None
         if not isinstance(value, str):
-            problem = "missing" if not isinstance(record, dict) or self.text_field not in record else "not a string"
-            self.bad(where, source, f"{'missing' if problem == 'missing' else 'non_string'}_text_field",
-                     f"field {self.text_field!r} is {problem}; set text_field to the field holding the text")
+            missing = not isinstance(record, dict) or record.get(self.text_field) is None
+            reason = "missing_text_field" if missing else "non_string_text_field"
+            state = "missing" if missing else f"{type(value).__name__}, not a string"
+            self.bad(where, source, reason, f"field {self.text_field!r} is {state}; set text_field to the field holding the text")
             return None
         meta = {k: v for k, v in record.items() if k != self.text_field}
-        return Document(text=value, source=source, id=str(record.get("id", default_id)), meta=meta)
+        return Document(text=value, source=source, id=str(record.get("id") or default_id), meta=meta)
+
+
+def _dataset_name(dataset) -> str:
+    info = getattr(dataset, "info", None)
+    return (getattr(info, "dataset_name", None) or type(dataset).__name__) if info is not None else type(dataset).__name__
 
 
 def read_documents(
-    paths: Iterable[str | Path],
+    sources: Iterable[Any],
     text_field: str = "text",
     on_error: str = "raise",
     drops: DropCounter | None = None,
+    txt_mode: str = "blocks",
 ) -> Iterator[Document]:
-    """Stream documents from files, directories or globs, in a stable order.
+    """Stream documents from paths, globs, folders or ``datasets`` objects, in a stable order.
 
     Example::
 
         docs = list(read_documents(["data_samples/vi"]))
+        docs = read_documents([load_dataset("some/corpus", split="train", streaming=True)])
     """
-    reader = _Reader(text_field, on_error, drops)
+    reader = _Reader(text_field, on_error, drops, txt_mode)
+    paths: list[Any] = []
+    for source in sources:
+        if isinstance(source, (str, Path)):
+            paths.append(source)
+            continue
+        if paths:
+            for path in expand_paths(paths):
+                yield from reader.read(path)
+            paths = []
+        yield from reader.dataset(source, _dataset_name(source))
     for path in expand_paths(paths):
         yield from reader.read(path)

@@ -91,3 +91,53 @@ def test_fertility_is_tokens_per_word_without_eos():
     packed = pack_documents([Document("ab cd", "s")], _CharTokenizer(), block_size=2)
     assert packed.tokens_per_word == pytest.approx(5 / 2)
     assert packed.tokens_per_byte == pytest.approx(1.0)
+
+
+def test_utf16_with_bom_and_cr_line_ends(tmp_path):
+    path = tmp_path / "u16.txt"
+    path.write_bytes("Dòng một\rvẫn đoạn một\r\rĐoạn hai".encode("utf-16"))
+    assert [d.text for d in read_documents([path])] == ["Dòng một\nvẫn đoạn một", "Đoạn hai"]
+
+
+def test_txt_file_mode_gives_one_document_per_file(tmp_path):
+    (tmp_path / "a.txt").write_text("Một.\n\nHai.", encoding="utf-8")
+    docs = list(read_documents([tmp_path / "a.txt"], txt_mode="file"))
+    assert [d.text for d in docs] == ["Một.\n\nHai."]
+
+
+def test_csv_parquet_json_and_saved_dataset(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    (tmp_path / "a.csv").write_text('id,body\n1,"xin chào, bạn"\n2,tạm biệt\n', encoding="utf-8")
+    pq.write_table(pa.table({"body": ["từ parquet", None]}), tmp_path / "b.parquet")
+    (tmp_path / "c.json").write_text(json.dumps([{"body": "từ json"}]), encoding="utf-8")
+    Dataset.from_dict({"body": ["từ datasets"]}).save_to_disk(str(tmp_path / "saved"))
+    drops = DropCounter()
+    texts = [d.text for d in read_documents(
+        [tmp_path / "a.csv", tmp_path / "b.parquet", tmp_path / "c.json", tmp_path / "saved"],
+        text_field="body", on_error="skip", drops=drops)]
+    assert texts == ["xin chào, bạn", "tạm biệt", "từ parquet", "từ json", "từ datasets"]
+    assert drops.by_reason() == {"missing_text_field": 1}  # the parquet row whose body is null
+
+
+def test_streaming_datasets_object_and_non_string_field(tmp_path):
+    from datasets import Dataset
+
+    stream = Dataset.from_dict({"text": ["một", "hai"]}).to_iterable_dataset()
+    assert [d.text for d in read_documents([stream])] == ["một", "hai"]
+    path = tmp_path / "n.jsonl"
+    path.write_text('{"text": 5}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"n\.jsonl:1: field 'text' is int, not a string"):
+        list(read_documents([path]))
+
+
+def test_empty_file_is_an_error_or_counted(tmp_path):
+    path = tmp_path / "e.jsonl"
+    path.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="file is empty"):
+        list(read_documents([path]))
+    drops = DropCounter()
+    assert list(read_documents([path], on_error="skip", drops=drops)) == []
+    assert drops.by_reason() == {"empty_file": 1}
