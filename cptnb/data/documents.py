@@ -15,6 +15,7 @@ class Document:
     source: str
     id: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    tokens: list[int] | None = None  # filled by a stage that already tokenized it (mix), reused by pack
 
 
 class DropCounter:

@@ -10,7 +10,10 @@ always holds and nothing disappears unnoticed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 from cptnb.data.documents import Document
 
@@ -54,56 +57,84 @@ class PackedCorpus:
         }
 
 
+class _Packer:
+    """Turns a document stream into blocks, keeping the token accounting."""
+
+    def __init__(self, tokenizer, block_size: int, batch_docs: int):
+        if block_size < 2:
+            raise ValueError(f"block_size must be >= 2, got {block_size}")
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer has no eos_token; set one so documents can be separated")
+        self.tokenizer, self.block_size, self.batch_docs = tokenizer, block_size, batch_docs
+        self.buffer: list[int] = []
+        self.stats = dict(num_docs=0, tokens_in=0, words=0, bytes=0)
+
+    def _feed(self, batch: list[Document]) -> Iterator[list[int]]:
+        todo = [d.text for d in batch if d.tokens is None]
+        encoded = iter(self.tokenizer(todo, add_special_tokens=False)["input_ids"] if todo else [])
+        for doc in batch:
+            ids = doc.tokens if doc.tokens is not None else next(encoded)
+            self.buffer.extend(ids)
+            self.buffer.append(self.tokenizer.eos_token_id)
+            self.stats["tokens_in"] += len(ids) + 1
+        while len(self.buffer) >= self.block_size:
+            yield self.buffer[: self.block_size]
+            del self.buffer[: self.block_size]
+
+    def blocks(self, docs: Iterable[Document]) -> Iterator[list[int]]:
+        batch: list[Document] = []
+        for doc in docs:
+            batch.append(doc)
+            self.stats["num_docs"] += 1
+            self.stats["words"] += len(doc.text.split())
+            self.stats["bytes"] += len(doc.text.encode("utf-8"))
+            if len(batch) == self.batch_docs:
+                yield from self._feed(batch)
+                batch = []
+        if batch:
+            yield from self._feed(batch)
+
+    def result(self, dataset) -> PackedCorpus:
+        return PackedCorpus(
+            dataset=dataset,
+            block_size=self.block_size,
+            tokens_packed=len(dataset) * self.block_size,
+            remainder_tokens=len(self.buffer),
+            **self.stats,
+        )
+
+
 def pack_documents(
-    docs: Iterable[Document], tokenizer, block_size: int, batch_docs: int = 256
+    docs: Iterable[Document], tokenizer, block_size: int, batch_docs: int = 256, out_dir: str | Path | None = None
 ) -> PackedCorpus:
     """Pack ``docs`` into ``block_size``-token blocks (see module docstring).
+
+    With ``out_dir`` the blocks stream to disk as they are made and the dataset
+    is saved there (memory stays bounded for corpora larger than RAM); without
+    it they are kept in memory as int32, which suits notebook-sized corpora.
 
     Example::
 
         packed = pack_documents(read_documents(["data_samples/vi"]), tokenizer, 256)
         packed.dataset[0]["input_ids"]  # 256 token ids
     """
-    from datasets import Dataset
+    import numpy as np
+    from datasets import Dataset, Features, Sequence, Value, load_from_disk
 
-    if block_size < 2:
-        raise ValueError(f"block_size must be >= 2, got {block_size}")
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise ValueError("the tokenizer has no eos_token; set one so documents can be separated")
+    packer = _Packer(tokenizer, block_size, batch_docs)
+    features = Features({"input_ids": Sequence(Value("int32"))})
+    if out_dir is None:
+        rows = [np.asarray(b, dtype=np.int32) for b in packer.blocks(docs)]
+        return packer.result(Dataset.from_dict({"input_ids": rows}, features=features))
 
-    blocks: list[list[int]] = []
-    buffer: list[int] = []
-    stats = dict(num_docs=0, tokens_in=0, words=0, bytes=0)
-
-    def flush_batch(texts: list[str]) -> None:
-        encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for ids in encoded:
-            buffer.extend(ids)
-            buffer.append(eos)
-            stats["tokens_in"] += len(ids) + 1
-        while len(buffer) >= block_size:
-            blocks.append(buffer[:block_size])
-            del buffer[:block_size]
-
-    batch: list[str] = []
-    for doc in docs:
-        batch.append(doc.text)
-        stats["num_docs"] += 1
-        stats["words"] += len(doc.text.split())
-        stats["bytes"] += len(doc.text.encode("utf-8"))
-        if len(batch) == batch_docs:
-            flush_batch(batch)
-            batch = []
-    if batch:
-        flush_batch(batch)
-
-    dataset = Dataset.from_dict({"input_ids": blocks}) if blocks else Dataset.from_dict({"input_ids": []})
-    packed = len(blocks) * block_size
-    return PackedCorpus(
-        dataset=dataset,
-        block_size=block_size,
-        tokens_packed=packed,
-        remainder_tokens=len(buffer),
-        **stats,
-    )
+    out = Path(out_dir)
+    cache = Path(tempfile.mkdtemp(prefix="pack-cache-", dir=out.parent if out.parent.exists() else None))
+    try:
+        # A fresh cache dir per call: datasets must never reuse blocks from another corpus.
+        dataset = Dataset.from_generator(
+            lambda: ({"input_ids": b} for b in packer.blocks(docs)), features=features, cache_dir=str(cache)
+        )
+        dataset.save_to_disk(str(out))
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    return packer.result(load_from_disk(str(out)))

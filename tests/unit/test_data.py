@@ -141,3 +141,24 @@ def test_empty_file_is_an_error_or_counted(tmp_path):
     drops = DropCounter()
     assert list(read_documents([path], on_error="skip", drops=drops)) == []
     assert drops.by_reason() == {"empty_file": 1}
+
+
+def test_packing_to_disk_streams_and_matches_in_memory(tmp_path):
+    docs = [Document(chr(97 + i % 26) * (5 + i), "s") for i in range(40)]
+    in_memory = pack_documents(docs, _CharTokenizer(), block_size=16)
+    on_disk = pack_documents(iter(docs), _CharTokenizer(), block_size=16, out_dir=tmp_path / "train")
+    assert on_disk.summary() == in_memory.summary()
+    assert on_disk.dataset["input_ids"] == in_memory.dataset["input_ids"]
+    assert (tmp_path / "train" / "dataset_info.json").is_file()
+    assert not list(tmp_path.glob("pack-cache-*"))  # the temporary cache is gone
+
+
+def test_pretokenized_documents_are_not_tokenized_again():
+    class Exploding(_CharTokenizer):
+        def __call__(self, texts, add_special_tokens=False):
+            assert not texts, "pack re-tokenized a document that already had tokens"
+            return {"input_ids": []}
+
+    doc = Document("abc", "s", tokens=[1, 2, 3])
+    packed = pack_documents([doc], Exploding(), block_size=2)
+    assert packed.dataset["input_ids"] == [[1, 2], [3, 0]]

@@ -1,0 +1,84 @@
+"""Replay: mix general-language documents into training at a target share of *tokens*.
+
+Forgetting is limited by replaying general text like the one the model was
+pretrained on (seed 002); the usual range is 5-20% of training tokens. The
+share is counted in tokens, not documents, because documents differ in length
+and languages differ in tokens per word.
+
+Streaming: domain documents are tokenized in batches and, after each one,
+replay documents are inserted while the running replay share is below the
+target, so replay is spread evenly through training and memory stays bounded.
+Replay documents the target does not need are counted as ``replay_surplus``.
+Documents come out with ``tokens`` filled in, so packing does not tokenize twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from typing import Iterable, Iterator
+
+from cptnb.data.documents import Document, DropCounter
+
+
+@dataclass
+class MixStats:
+    """Tokens from each side; filled in while the mixed stream is consumed."""
+
+    target_share: float
+    domain_tokens: int = 0
+    replay_tokens: int = 0
+    replay_docs: int = 0
+    replay_exhausted: bool = False
+
+    @property
+    def achieved_share(self) -> float:
+        total = self.domain_tokens + self.replay_tokens
+        return self.replay_tokens / total if total else 0.0
+
+
+def tokenized(docs: Iterable[Document], tokenizer, batch: int = 256) -> Iterator[Document]:
+    """Fill ``doc.tokens`` (no special tokens) using batched, fast tokenization."""
+    it = iter(docs)
+    while chunk := list(islice(it, batch)):
+        encoded = tokenizer([d.text for d in chunk], add_special_tokens=False)["input_ids"]
+        for doc, ids in zip(chunk, encoded):
+            doc.tokens = ids
+            yield doc
+
+
+def mix_replay(
+    domain: Iterable[Document],
+    replay: Iterable[Document],
+    share: float,
+    tokenizer,
+    drops: DropCounter | None = None,
+    stats: MixStats | None = None,
+) -> Iterator[Document]:
+    """Interleave ``replay`` into ``domain`` so replay is ``share`` of the tokens.
+
+    Example::
+
+        stats = MixStats(0.1)
+        docs = list(mix_replay(vi_docs, en_docs, 0.1, tokenizer, stats=stats))
+        stats.achieved_share  # close to 0.1
+    """
+    if not 0 <= share < 1:
+        raise ValueError(f"replay share must be in [0, 1), got {share}")
+    stats = stats if stats is not None else MixStats(share)
+    replay_stream = tokenized(replay, tokenizer)
+    for doc in tokenized(domain, tokenizer):
+        stats.domain_tokens += len(doc.tokens)
+        yield doc
+        # replay / (domain + replay) < share  <=>  replay * (1 - share) < share * domain
+        while not stats.replay_exhausted and stats.replay_tokens * (1 - share) < share * stats.domain_tokens:
+            extra = next(replay_stream, None)
+            if extra is None:
+                stats.replay_exhausted = True
+                break
+            stats.replay_tokens += len(extra.tokens)
+            stats.replay_docs += 1
+            yield extra
+    for doc in replay_stream:  # what the target did not need, counted
+        if drops is not None:
+            drops.drop(doc.source, "replay_surplus", len(doc.text))
