@@ -30,11 +30,25 @@ class MixStats:
     replay_tokens: int = 0
     replay_docs: int = 0
     replay_exhausted: bool = False
+    domain_words: int = 0
+    domain_bytes: int = 0
+    replay_words: int = 0
+    replay_bytes: int = 0
 
     @property
     def achieved_share(self) -> float:
         total = self.domain_tokens + self.replay_tokens
         return self.replay_tokens / total if total else 0.0
+
+    def fertility(self) -> dict[str, dict[str, float]]:
+        """Tokens per word and per byte for each side: what the language costs with this tokenizer."""
+        out = {}
+        for side in ("domain", "replay"):
+            tokens, words, n_bytes = (getattr(self, f"{side}_{k}") for k in ("tokens", "words", "bytes"))
+            if words:
+                out[side] = {"tokens_per_word": round(tokens / words, 4), "tokens_per_byte": round(tokens / n_bytes, 4),
+                             "tokens": tokens, "words": words, "bytes": n_bytes}
+        return out
 
 
 def tokenized(docs: Iterable[Document], tokenizer, batch: int = 256) -> Iterator[Document]:
@@ -69,6 +83,8 @@ def mix_replay(
     replay_stream = tokenized(replay, tokenizer)
     for doc in tokenized(domain, tokenizer):
         stats.domain_tokens += len(doc.tokens)
+        stats.domain_words += len(doc.text.split())
+        stats.domain_bytes += len(doc.text.encode("utf-8"))
         yield doc
         # replay / (domain + replay) < share  <=>  replay * (1 - share) < share * domain
         while not stats.replay_exhausted and stats.replay_tokens * (1 - share) < share * stats.domain_tokens:
@@ -77,6 +93,8 @@ def mix_replay(
                 stats.replay_exhausted = True
                 break
             stats.replay_tokens += len(extra.tokens)
+            stats.replay_words += len(extra.text.split())
+            stats.replay_bytes += len(extra.text.encode("utf-8"))
             stats.replay_docs += 1
             yield extra
     for doc in replay_stream:  # what the target did not need, counted
