@@ -14,70 +14,26 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cptnb.configbase import Section as _Section
+from cptnb.configbase import choice as _choice
+from cptnb.configbase import option as _f
+from cptnb.configbase import positive as _positive
+from cptnb.data.decontam import DecontamConfig
+from cptnb.data.dedup import DedupConfig
+from cptnb.data.filters import FilterConfig
+from cptnb.data.langid import LangIdConfig
 from cptnb.errors import ConfigError
 
 METHODS = ("lora", "qlora", "full")
 BACKENDS = ("auto", "unsloth", "transformers")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("cosine", "linear", "constant")
-
-
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help sentence (mutable defaults via a factory)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
-class _Section:
-    """Shared behaviour: validation on construction and dict conversion."""
-
-    def problems(self) -> list[str]:  # pragma: no cover - overridden
-        return []
-
-    def __post_init__(self) -> None:
-        found = self.problems()
-        if found:
-            raise ConfigError(found, where=type(self).__name__)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | None, where: str | None = None):
-        values = dict(values or {})
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(
-                [f"unknown field {k!r}; known fields: {', '.join(sorted(names))}" for k in unknown],
-                where=where or cls.__name__,
-            )
-        return cls(**values)
-
-    @classmethod
-    def help(cls) -> dict[str, str]:
-        """Field name -> help sentence, for docs and the CLI."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-
-
-def _choice(problems: list[str], name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _positive(problems: list[str], name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        problems.append(f"{name} must be {bound}, got {value!r}")
 
 
 @dataclass
@@ -177,28 +133,60 @@ class TrainConfig(_Section):
         return self.embedding_learning_rate or self.learning_rate / 10
 
 
+_NESTED_DATA = {"filters": FilterConfig, "langid": LangIdConfig, "dedup": DedupConfig, "decontam": DecontamConfig}
+
+
 @dataclass
 class DataConfig(_Section):
-    """Where the corpus comes from and how it is cut into training blocks."""
+    """Where the corpus comes from, how it is cleaned, and how it is cut into training blocks."""
 
-    sources: list = _f(["data_samples/vi"], "Domain corpus files, directories or globs (.jsonl, .json, .txt).")
-    text_field: str = _f("text", "Field holding the document text in JSON/JSONL sources.")
+    sources: list = _f(["data_samples/vi"], "Domain corpus: files, folders or globs (.jsonl .json .txt .parquet .csv, saved datasets).")
+    text_field: str = _f("text", "Field (column) holding the document text in structured sources.")
+    on_error: str = _f("raise", "Bad input: raise (stop with file and line) or skip (count under its reason and go on).")
+    txt_mode: str = _f("blocks", "Plain-text files: one document per blank-line-separated block, or per file.")
+    language: str = _f("vi", "Language of the domain corpus (language filter and quality-filter defaults).")
     replay_sources: list = _f([], "General-language files mixed in to limit forgetting.")
+    replay_language: str = _f("en", "Language of the replay sources.")
     replay_share: float = _f(0.0, "Target share of training tokens taken from replay_sources, 0 to 0.9.")
-    heldout_domain: list = _f(["data_samples/heldout/vi_heldout.jsonl"], "Held-out domain documents for loss/perplexity/bits per byte.")
-    heldout_general: list = _f(["data_samples/heldout/en_heldout.jsonl"], "Held-out general documents: the forgetting signal.")
+    heldout_share: float = _f(0.05, "Share of documents held out (by text hash) from each corpus for evaluation.")
+    heldout_domain: list = _f(["data_samples/heldout/vi_heldout.jsonl"], "Extra held-out domain documents for loss/perplexity/bits per byte.")
+    heldout_general: list = _f(["data_samples/heldout/en_heldout.jsonl"], "Extra held-out general documents: the forgetting signal.")
+    eval_tasks: list = _f([], "Evaluation task files or folders: training documents sharing long n-grams with them are dropped.")
     min_chars: int = _f(20, "Documents shorter than this many characters after cleaning are dropped (and counted).")
+    block_tokens: int = _f(0, "Packed block length in tokens; 0 means model.max_seq_len_tokens.")
+    filters: FilterConfig = field(default_factory=FilterConfig, metadata={"help": "Gopher / C4 / FineWeb quality rules."})
+    langid: LangIdConfig = field(default_factory=LangIdConfig, metadata={"help": "Offline language identification."})
+    dedup: DedupConfig = field(default_factory=DedupConfig, metadata={"help": "Exact and MinHash near-duplicate removal."})
+    decontam: DecontamConfig = field(default_factory=DecontamConfig, metadata={"help": "Drop documents overlapping eval tasks."})
     seed: int = _f(1309, "Seed for replay sampling and shuffling.")
+
+    def __post_init__(self) -> None:
+        nested_problems: list[str] = []
+        for name, cls in _NESTED_DATA.items():
+            value = getattr(self, name)
+            if isinstance(value, dict) or value is None:
+                try:
+                    setattr(self, name, cls.from_dict(value))
+                except ConfigError as err:
+                    nested_problems += [f"{name}.{p}" for p in err.problems]
+        found = nested_problems + self.problems()
+        if found:
+            raise ConfigError(found, where=type(self).__name__)
 
     def problems(self) -> list[str]:
         p: list[str] = []
         if not isinstance(self.sources, list) or not self.sources:
             p.append("sources must be a non-empty list of paths")
+        _choice(p, "on_error", self.on_error, ("raise", "skip"))
+        _choice(p, "txt_mode", self.txt_mode, ("blocks", "file"))
         if not (isinstance(self.replay_share, (int, float)) and 0 <= self.replay_share <= 0.9):
             p.append(f"replay_share must be in [0, 0.9], got {self.replay_share!r}")
         if self.replay_share and not self.replay_sources:
             p.append("replay_share > 0 needs replay_sources (general text to mix in)")
+        if not (isinstance(self.heldout_share, (int, float)) and 0 <= self.heldout_share < 0.5):
+            p.append(f"heldout_share must be in [0, 0.5), got {self.heldout_share!r}")
         _positive(p, "min_chars", self.min_chars, allow_zero=True)
+        _positive(p, "block_tokens", self.block_tokens, allow_zero=True)
         return p
 
 

@@ -127,14 +127,24 @@ def pack_documents(
         rows = [np.asarray(b, dtype=np.int32) for b in packer.blocks(docs)]
         return packer.result(Dataset.from_dict({"input_ids": rows}, features=features))
 
+    import pyarrow as pa
+
     out = Path(out_dir)
-    cache = Path(tempfile.mkdtemp(prefix="pack-cache-", dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="pack-", dir=out.parent))
     try:
-        # A fresh cache dir per call: datasets must never reuse blocks from another corpus.
-        dataset = Dataset.from_generator(
-            lambda: ({"input_ids": b} for b in packer.blocks(docs)), features=features, cache_dir=str(cache)
-        )
-        dataset.save_to_disk(str(out))
+        # Stream blocks into an Arrow file a thousand at a time, then let datasets map it and save it.
+        schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+        with pa.OSFile(str(tmp / "blocks.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            chunk: list[list[int]] = []
+            for block in packer.blocks(docs):
+                chunk.append(block)
+                if len(chunk) == 1000:
+                    writer.write_batch(pa.record_batch([pa.array(chunk, pa.list_(pa.int32()))], schema=schema))
+                    chunk = []
+            if chunk:
+                writer.write_batch(pa.record_batch([pa.array(chunk, pa.list_(pa.int32()))], schema=schema))
+        Dataset.from_file(str(tmp / "blocks.arrow")).cast(features).save_to_disk(str(out))
     finally:
-        shutil.rmtree(cache, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return packer.result(load_from_disk(str(out)))

@@ -67,8 +67,8 @@ def _stages(cfg: DataConfig, drops: DropCounter, language: str) -> list[tuple[st
     from cptnb.data import decontam, dedup, filters, langid
 
     stages: list[tuple[str, Any]] = []
-    if cfg.langid.enabled:
-        lang_cfg = cfg.langid.for_languages([language]) if language else cfg.langid
+    if cfg.langid.enabled and language:
+        lang_cfg = cfg.langid.for_languages([language])
         stages.append(("language", lambda docs: langid.filter_language(docs, lang_cfg, drops)))
     if cfg.filters.enabled:
         filter_cfg = cfg.filters.resolved(language)
@@ -76,17 +76,11 @@ def _stages(cfg: DataConfig, drops: DropCounter, language: str) -> list[tuple[st
     if cfg.dedup.exact or cfg.dedup.near:
         stages.append(("dedup", lambda docs: dedup.dedup_documents(docs, cfg.dedup, drops)))
     if cfg.decontam.enabled and cfg.eval_tasks:
-        index = decontam.build_contamination_index(_task_files(cfg.eval_tasks), cfg.decontam.ngram_words)
+        index = decontam.build_contamination_index(
+            cfg.eval_tasks, cfg.decontam.ngram_words, cfg.decontam.short_text_min_words
+        )
         stages.append(("decontam", lambda docs: decontam.decontaminate(docs, index, drops)))
     return stages
-
-
-def _task_files(specs: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for spec in specs:
-        path = Path(spec)
-        files += sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
-    return files
 
 
 def _chain(docs: Iterator[Document], stages: list[tuple[str, Any]], taps: list[Tap]) -> Iterator[Document]:
@@ -115,8 +109,11 @@ class _Chain:
         return source_report(self.taps[0], self.taps[-1], self.drops) if self.taps else {}
 
 
-def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path) -> PreparedCorpus:
+def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int = 256) -> PreparedCorpus:
     """Run every stage over ``cfg.sources`` (+ replay) and write the outputs listed in the module docstring.
+
+    ``cfg.block_tokens`` sets the block length; when it is 0, ``block_tokens`` does
+    (the recipe passes ``model.max_seq_len_tokens``).
 
     Example::
 
@@ -136,7 +133,7 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path) -> PreparedCorpus:
         replay = held_general.route(split_heldout(general_chain.documents(), cfg.heldout_share, "general"))
     stats = MixStats(cfg.replay_share)
     mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
-    packed = pack_documents(mixed, tokenizer, cfg.block_tokens, out_dir=out / "train")
+    packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train")
     held_domain.close()
     held_general.close()
 

@@ -96,13 +96,12 @@ def score_texts(
                 attention[row, : len(ids)] = 1
                 labels[row, first : len(ids)] = torch.tensor(ids[first:])
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
-            # Position t predicts token t+1.
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            targets = labels[:, 1:].to(device)
-            mask = targets != -100
-            picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            total_nll -= float(picked[mask].sum())
-            total_tokens += int(mask.sum())
+            targets = labels[:, 1:].to(device)  # position t predicts token t+1
+            for row in range(len(batch)):  # one row at a time: a float32 log-softmax of every row would not fit
+                mask = targets[row] != -100
+                logprobs = torch.log_softmax(logits[row, :-1][mask].float(), dim=-1)
+                total_nll -= float(logprobs.gather(-1, targets[row][mask].unsqueeze(-1)).sum())
+                total_tokens += int(mask.sum())
     model.train(was_training)
     loss = total_nll / total_tokens
     return HeldoutScore(

@@ -39,6 +39,13 @@ def measure(model, tokenizer, heldout: dict[str, list[str]], cfg: EvalConfig | N
     return {"heldout": scores, "generations": [{"prompt": p, "output": o} for p, o in zip(cfg.prompts, generations)]}
 
 
+def evenly(texts: list[str], n: int) -> list[str]:
+    """``n`` texts spread evenly over the list (all of them if n <= 0 or n >= len)."""
+    if n <= 0 or n >= len(texts):
+        return list(texts)
+    return [texts[i * len(texts) // n] for i in range(n)]
+
+
 def compare(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of (set, metric, base, adapted, delta, relative change) for every shared score."""
     rows = []

@@ -150,7 +150,7 @@ def test_packing_to_disk_streams_and_matches_in_memory(tmp_path):
     assert on_disk.summary() == in_memory.summary()
     assert on_disk.dataset["input_ids"] == in_memory.dataset["input_ids"]
     assert (tmp_path / "train" / "dataset_info.json").is_file()
-    assert not list(tmp_path.glob("pack-cache-*"))  # the temporary cache is gone
+    assert not list(tmp_path.glob("pack-*"))  # the temporary cache is gone
 
 
 def test_pretokenized_documents_are_not_tokenized_again():

@@ -1,0 +1,85 @@
+"""prepare() end to end on the shipped samples plus planted problems."""
+
+import json
+
+import pytest
+
+from cptnb.config import DataConfig
+from cptnb.data.pipeline import prepare
+from cptnb.paths import data_samples_dir
+
+ROOT = data_samples_dir()
+# An original paragraph (not a near duplicate of anything) that then quotes an evaluation question.
+CONTAMINATED_INTRO = (
+    "Trong buổi ôn tập cuối tuần, cô giáo chủ nhiệm chép lên bảng một loạt câu hỏi trắc nghiệm để cả lớp "
+    "cùng thảo luận. Các bạn chia thành từng nhóm nhỏ, tranh luận sôi nổi rồi cử đại diện lên trình bày đáp án. "
+    "Không khí trong phòng học rất vui vẻ, ai cũng muốn góp ý kiến của mình. Có bạn mang theo sách giáo khoa "
+    "để tra cứu, có bạn lại ghi chép cẩn thận vào vở những điều mới học được. Đến giữa buổi, cô cho cả lớp nghỉ "
+    "giải lao mười phút rồi quay lại với phần khó hơn. Câu hỏi đầu tiên khiến nhiều người phải suy nghĩ khá lâu:"
+)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, tiny):
+    tmp = tmp_path_factory.mktemp("prep")
+    vi = [json.loads(line) for line in (ROOT / "vi" / "news.jsonl").read_text(encoding="utf-8").splitlines()]
+    question = json.loads((ROOT / "eval" / "wikipediaqa_vi" / "test.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    planted = tmp / "planted.jsonl"
+    lines = [
+        json.dumps({"text": vi[0]["text"]}, ensure_ascii=False),  # exact duplicate of a news document
+        json.dumps({"text": vi[1]["text"].replace("\n\n", "\n\n\n")}, ensure_ascii=False),  # same after cleaning
+        '{"text": "broken',  # broken JSON line
+        json.dumps({"text": CONTAMINATED_INTRO + " " + question["question"]}, ensure_ascii=False),
+        json.dumps({"text": "ok"}),  # too short
+    ]
+    planted.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = DataConfig(
+        sources=[str(ROOT / "vi"), str(planted)],
+        replay_sources=[str(ROOT / "en")],
+        replay_share=0.1,
+        heldout_share=0.1,
+        eval_tasks=[str(ROOT / "eval")],
+        on_error="skip",
+    )
+    tokenizer = tiny(method="full").tokenizer
+    return prepare(cfg, tokenizer, tmp / "out", block_tokens=128), tmp / "out", planted
+
+
+def test_every_output_is_written(prepared):
+    _, out, _ = prepared
+    for name in ("report.json", "funnel.png", "fertility.json", "heldout_domain.jsonl", "heldout_general.jsonl"):
+        assert (out / name).is_file(), name
+    assert (out / "train" / "dataset_info.json").is_file()
+
+
+def test_accounting_holds_per_source_and_in_total(prepared):
+    result, _, planted = prepared
+    report = result.report
+    for source, entry in list(report["sources"].items()) + [("total", report["total"])]:
+        assert entry["docs_in"] == entry["docs_kept"] + sum(entry["dropped"].values()), source
+    planted_entry = report["sources"][str(planted)]
+    assert planted_entry["docs_in"] == 5
+    assert planted_entry["dropped"].get("broken_json") == 1
+    assert planted_entry["dropped"].get("too_short") == 1
+    assert planted_entry["dropped"].get("exact_duplicate") == 2
+    assert planted_entry["dropped"].get("contaminated") == 1
+
+
+def test_tokens_replay_and_fertility(prepared):
+    result, _, _ = prepared
+    tokens = result.report["tokens"]
+    assert tokens["tokens_in"] == tokens["tokens_packed"] + tokens["remainder_tokens"]
+    assert abs(tokens["replay_share_achieved"] - 0.1) < 0.02
+    fertility = result.report["fertility"]
+    assert fertility["domain"]["tokens_per_word"] > 0 and fertility["replay"]["tokens_per_word"] > 0
+    assert len(result.packed.dataset) == tokens["tokens_packed"] // 128
+
+
+def test_heldout_documents_never_reach_training(prepared):
+    result, out, _ = prepared
+    assert result.report["heldout"]["domain_docs"] > 0 and result.report["heldout"]["general_docs"] > 0
+    held = [json.loads(line)["text"] for line in (out / "heldout_domain.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(held) == result.report["heldout"]["domain_docs"]
+    # Kept = trained + held out: the packed stream holds exactly the other documents' tokens.
+    kept = result.report["total"]["docs_kept"]
+    assert kept == result.packed.num_docs + len(held) + result.report["heldout"]["general_docs"]
