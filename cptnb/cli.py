@@ -1,4 +1,4 @@
-"""Command line: `cptnb demo`, `cptnb notebook NAME`, `cptnb import-fpt`, `cptnb info`.
+"""Command line: `cptnb demo | notebook | prepare | import-fpt | info`.
 
 Errors a user can fix print as one message (no traceback) and exit with 2.
 """
@@ -9,6 +9,7 @@ import argparse
 import ast
 import logging
 import sys
+from pathlib import Path
 
 from cptnb.errors import CptnbError
 
@@ -40,6 +41,38 @@ def _cmd_notebook(args) -> None:
     params = {key: _value(value) for key, value in args.param}
     executed = run_notebook(args.name, args.out or f"runs/{args.name}", params)
     print(f"executed notebook: {executed}")
+
+
+def _cmd_prepare(args) -> None:
+    from cptnb.config import DataConfig, ModelConfig, Recipe
+    from cptnb.data.pipeline import prepare
+    from cptnb.models import load_tokenizer
+
+    if args.config:
+        recipe = Recipe.from_yaml(args.config)
+    else:
+        if not args.source:
+            raise CptnbError("give --config recipe.yaml, or at least one --source PATH")
+        data = DataConfig(
+            sources=args.source,
+            language=args.lang,
+            text_field=args.text_field,
+            replay_sources=args.replay or [],
+            replay_share=args.replay_share if args.replay else 0.0,
+            eval_tasks=args.eval_tasks or [],
+            on_error=args.on_error,
+        )
+        recipe = Recipe(data=data, model=ModelConfig(name=args.tokenizer, max_seq_len_tokens=args.block_tokens))
+    out = args.out or str(Path(recipe.train.output_dir) / "data")
+    tokenizer = load_tokenizer(recipe.model)
+    prepared = prepare(recipe.data, tokenizer, out, block_tokens=recipe.model.max_seq_len_tokens)
+    total, tokens = prepared.report["total"], prepared.report["tokens"]
+    print(f"wrote {out}: {total['docs_kept']:,} of {total['docs_in']:,} documents kept, "
+          f"{tokens['blocks']:,} blocks of {tokens['block_size']} tokens (+{tokens['remainder_tokens']} remainder)")
+    for reason, count in sorted(total["dropped"].items(), key=lambda kv: -kv[1]):
+        print(f"  dropped {count:>6,}  {reason}")
+    if recipe.data.replay_sources:
+        print(f"  replay share of tokens: {tokens['replay_share_achieved']:.3f} (target {recipe.data.replay_share})")
 
 
 def _cmd_import_fpt(args) -> None:
@@ -90,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--out", default=None, help="output directory (default runs/NAME)")
     nb.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     nb.set_defaults(func=_cmd_notebook)
+
+    prep = sub.add_parser("prepare", help="clean, filter, dedup, decontaminate, split, mix and pack a corpus")
+    prep.add_argument("--config", help="recipe YAML (its data and model sections are used)")
+    prep.add_argument("--source", action="append", help="corpus file, folder or glob (repeatable)")
+    prep.add_argument("--out", help="output directory (default: <train.output_dir>/data)")
+    prep.add_argument("--lang", default="vi", help="language of the sources (default vi)")
+    prep.add_argument("--text-field", default="text", help="field holding the text (default text)")
+    prep.add_argument("--replay", action="append", help="general-language replay source (repeatable)")
+    prep.add_argument("--replay-share", type=float, default=0.1, help="replay share of training tokens")
+    prep.add_argument("--eval-tasks", action="append", help="eval task file or folder to decontaminate against")
+    prep.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="bad input: stop or count+skip")
+    prep.add_argument("--tokenizer", default="smollm2-135m", help="model whose tokenizer packs the corpus")
+    prep.add_argument("--block-tokens", type=int, default=256, help="packed block length")
+    prep.set_defaults(func=_cmd_prepare)
 
     fpt = sub.add_parser("import-fpt", help="convert an FPT AI Studio hyperparameter JSON into a recipe YAML")
     fpt.add_argument("json", help="hyperparameters JSON (seed 001 format)")

@@ -249,6 +249,16 @@ def _module_trains(model, module: str, names: list[str]) -> bool:
     return module == "lm_head" and weight is not None and weight is getattr(inp, "weight", None) and weight.requires_grad
 
 
+def load_tokenizer(cfg: ModelConfig):
+    """Only the tokenizer of ``cfg.name`` (for data preparation without loading weights)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(cfg: ModelConfig) -> LoadedModel:
     """Load ``cfg.name`` and make it trainable for ``cfg.method``; see the module docstring."""
     import torch
