@@ -50,11 +50,15 @@ class _HeldoutSink:
         self.texts: list[str] = []
         self._fh = open(path, "w", encoding="utf-8")
 
+    def keep(self, doc: Document) -> None:
+        self.texts.append(doc.text)
+        self._fh.write(json.dumps({"id": doc.id, "source": doc.source, "text": doc.text}, ensure_ascii=False) + "\n")
+
     def route(self, pairs: Iterable[tuple[Document, bool]]) -> Iterator[Document]:
+        """Keep the held-out documents, pass the others on."""
         for doc, held in pairs:
             if held:
-                self.texts.append(doc.text)
-                self._fh.write(json.dumps({"id": doc.id, "source": doc.source, "text": doc.text}, ensure_ascii=False) + "\n")
+                self.keep(doc)
             else:
                 yield doc
 
@@ -134,6 +138,11 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
     stats = MixStats(cfg.replay_share)
     mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
     packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train")
+    split_counts = {"domain_docs": len(held_domain.texts), "general_docs": len(held_general.texts)}
+    # Held-out files given explicitly join the split-off documents (cleaned the same way, never trained on).
+    for sink, files in ((held_domain, cfg.heldout_domain), (held_general, cfg.heldout_general)):
+        for doc in clean_documents(read_documents(files, cfg.text_field), cfg.min_chars):
+            sink.keep(doc)
     held_domain.close()
     held_general.close()
 
@@ -151,7 +160,11 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
             "replay_share_achieved": round(stats.achieved_share, 4),
             "replay_exhausted": stats.replay_exhausted,
         },
-        "heldout": {"domain_docs": len(held_domain.texts), "general_docs": len(held_general.texts)},
+        "heldout": {
+            **split_counts,
+            "domain_file_docs": len(held_domain.texts) - split_counts["domain_docs"],
+            "general_file_docs": len(held_general.texts) - split_counts["general_docs"],
+        },
         "fertility": stats.fertility(),
     }
     write_json(out / "report.json", report)

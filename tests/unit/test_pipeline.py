@@ -79,7 +79,10 @@ def test_heldout_documents_never_reach_training(prepared):
     result, out, _ = prepared
     assert result.report["heldout"]["domain_docs"] > 0 and result.report["heldout"]["general_docs"] > 0
     held = [json.loads(line)["text"] for line in (out / "heldout_domain.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(held) == result.report["heldout"]["domain_docs"]
-    # Kept = trained + held out: the packed stream holds exactly the other documents' tokens.
+    counts = result.report["heldout"]
+    # The split-off documents plus the explicit held-out file (data_samples/heldout/vi_heldout.jsonl, 24 docs).
+    assert counts["domain_file_docs"] == 24
+    assert len(held) == len(result.heldout_domain) == counts["domain_docs"] + counts["domain_file_docs"]
+    # Kept = trained + held out by the split: packing saw exactly the other kept documents.
     kept = result.report["total"]["docs_kept"]
-    assert kept == result.packed.num_docs + len(held) + result.report["heldout"]["general_docs"]
+    assert kept == result.packed.num_docs + counts["domain_docs"] + counts["general_docs"]
