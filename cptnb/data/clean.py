@@ -1,4 +1,8 @@
-"""Minimal, safe text cleaning: Unicode NFC, control/zero-width characters, whitespace.
+"""Minimal, safe text cleaning: mojibake repair, Unicode NFC, control/zero-width characters, whitespace.
+
+Mojibake ("Tiáº¿ng Viá»‡t": UTF-8 bytes once decoded as Windows-1252) is common
+in scraped Vietnamese; ``ftfy.fix_encoding`` undoes it and leaves correct text
+untouched.
 
 Vietnamese text arrives both precomposed ("ệ" as one code point) and decomposed
 ("e" + two combining marks); NFC makes the two byte-identical, which matters for
@@ -11,6 +15,8 @@ import re
 import unicodedata
 from typing import Iterable, Iterator
 
+import ftfy
+
 from cptnb.data.documents import Document, DropCounter
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
@@ -20,8 +26,9 @@ _MANY_NEWLINES = re.compile(r"\n{3,}")
 
 
 def clean_text(text: str) -> str:
-    """NFC, no control or zero-width characters, single spaces, at most one blank line."""
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    """Mojibake repaired, NFC, no control or zero-width characters, single spaces, at most one blank line."""
+    text = ftfy.fix_encoding(text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub("", text.translate(_ZERO_WIDTH))
     lines = [_SPACES.sub(" ", line).strip() for line in text.split("\n")]
     return _MANY_NEWLINES.sub("\n\n", "\n".join(lines)).strip()

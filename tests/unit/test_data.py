@@ -162,3 +162,11 @@ def test_pretokenized_documents_are_not_tokenized_again():
     doc = Document("abc", "s", tokens=[1, 2, 3])
     packed = pack_documents([doc], Exploding(), block_size=2)
     assert packed.dataset["input_ids"] == [[1, 2], [3, 0]]
+
+
+def test_mojibake_is_repaired_and_good_text_untouched():
+    good = "Tiếng Việt rất đẹp, phở Hà Nội"
+    broken = good.encode("utf-8").decode("cp1252", errors="replace")
+    assert broken != good
+    assert clean_text(broken) == good
+    assert clean_text(good) == good
