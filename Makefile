@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cptnb-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-gpu lab clean
+.PHONY: install demo test test-gpu lab lint clean
 
 install: $(STAMP)
 
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu
+
+lint: $(STAMP)
+	$(PY) -m pip install -q ruff && $(VENV)/bin/ruff check cptnb tests --select F,E9,B,I --ignore B008,B905
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -111,7 +111,7 @@ def _from_pretrained(loader, source: str, **kwargs):
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
-        if Path(source).exists() and not isinstance(err, OSError):
+        if Path(source).exists():  # a local folder that fails to load is not a download problem
             raise
         raise _not_available(source, err) from None
 

@@ -9,9 +9,9 @@ always holds and nothing disappears unnoticed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cptnb.config import DataConfig
 from cptnb.data.clean import clean_documents
+from cptnb.data.dedup import DedupStats
 from cptnb.data.documents import Document, DropCounter
 from cptnb.data.mix import MixStats, mix_replay
 from cptnb.data.pack import PackedCorpus, pack_documents
@@ -66,7 +67,7 @@ class _HeldoutSink:
         self._fh.close()
 
 
-def _stages(cfg: DataConfig, drops: DropCounter, language: str) -> list[tuple[str, Any]]:
+def _stages(cfg: DataConfig, drops: DropCounter, language: str, index, dedup_stats) -> list[tuple[str, Any]]:
     """(name, fn(docs) -> docs) for every enabled stage after cleaning, in order."""
     from cptnb.data import decontam, dedup, filters, langid
 
@@ -78,13 +79,19 @@ def _stages(cfg: DataConfig, drops: DropCounter, language: str) -> list[tuple[st
         filter_cfg = cfg.filters.resolved(language)
         stages.append(("quality", lambda docs: filters.filter_documents(docs, filter_cfg, drops)))
     if cfg.dedup.exact or cfg.dedup.near:
-        stages.append(("dedup", lambda docs: dedup.dedup_documents(docs, cfg.dedup, drops)))
-    if cfg.decontam.enabled and cfg.eval_tasks:
-        index = decontam.build_contamination_index(
-            cfg.eval_tasks, cfg.decontam.ngram_words, cfg.decontam.short_text_min_words
-        )
+        stages.append(("dedup", lambda docs: dedup.dedup_documents(docs, cfg.dedup, drops, dedup_stats)))
+    if index is not None:
         stages.append(("decontam", lambda docs: decontam.decontaminate(docs, index, drops)))
     return stages
+
+
+def _contamination_index(cfg: DataConfig):
+    """One index of the evaluation tasks' n-grams, shared by the domain and replay corpora (or None)."""
+    if not (cfg.decontam.enabled and cfg.eval_tasks):
+        return None
+    from cptnb.data.decontam import build_contamination_index
+
+    return build_contamination_index(cfg.eval_tasks, cfg.decontam.ngram_words, cfg.decontam.short_text_min_words)
 
 
 def _chain(docs: Iterator[Document], stages: list[tuple[str, Any]], taps: list[Tap]) -> Iterator[Document]:
@@ -98,16 +105,17 @@ def _chain(docs: Iterator[Document], stages: list[tuple[str, Any]], taps: list[T
 class _Chain:
     """One corpus (domain or general): its stages, taps and drop counter."""
 
-    def __init__(self, cfg: DataConfig, sources: list[str], language: str):
+    def __init__(self, cfg: DataConfig, sources: list[str], language: str, index):
         self.drops = DropCounter()
         self.taps: list[Tap] = []
-        self.cfg, self.sources, self.language = cfg, sources, language
+        self.cfg, self.sources, self.language, self.index = cfg, sources, language, index
+        self.dedup_stats = DedupStats()
 
     def documents(self) -> Iterator[Document]:
         cfg = self.cfg
         docs: Iterator[Document] = read_documents(self.sources, cfg.text_field, cfg.on_error, self.drops, cfg.txt_mode)
         stages = [("read", lambda d: d), ("clean", lambda d: clean_documents(d, cfg.min_chars, self.drops))]
-        return _chain(docs, stages + _stages(cfg, self.drops, self.language), self.taps)
+        return _chain(docs, stages + _stages(cfg, self.drops, self.language, self.index, self.dedup_stats), self.taps)
 
     def report(self) -> dict[str, dict[str, Any]]:
         return source_report(self.taps[0], self.taps[-1], self.drops) if self.taps else {}
@@ -126,8 +134,9 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    domain_chain = _Chain(cfg, cfg.sources, cfg.language)
-    general_chain = _Chain(cfg, cfg.replay_sources, cfg.replay_language)
+    index = _contamination_index(cfg)
+    domain_chain = _Chain(cfg, cfg.sources, cfg.language, index)
+    general_chain = _Chain(cfg, cfg.replay_sources, cfg.replay_language, index)
     held_domain = _HeldoutSink(out / "heldout_domain.jsonl")
     held_general = _HeldoutSink(out / "heldout_general.jsonl")
 
@@ -166,6 +175,8 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
             "general_file_docs": len(held_general.texts) - split_counts["general_docs"],
         },
         "fertility": stats.fertility(),
+        "dedup": {side: asdict(chain.dedup_stats) for side, chain in (("domain", domain_chain), ("general", general_chain))},
+        "decontamination": {"files_hit": dict(index.hits) if index is not None else {}},
     }
     write_json(out / "report.json", report)
     write_json(out / "fertility.json", report["fertility"])

@@ -66,7 +66,7 @@ def test_trainable_check_detects_parameters_that_did_not_move(tiny):
     with pytest.raises(CptnbError, match="did not change"):
         check.verify(loaded.model)
     with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
+        for p in loaded.model.parameters():
             if p.requires_grad:
                 p.add_(0.01)
     check.verify(loaded.model)

@@ -63,6 +63,8 @@ def test_accounting_holds_per_source_and_in_total(prepared):
     assert planted_entry["dropped"].get("too_short") == 1
     assert planted_entry["dropped"].get("exact_duplicate") == 2
     assert planted_entry["dropped"].get("contaminated") == 1
+    assert report["dedup"]["domain"]["exact_duplicates"] == 2 and report["dedup"]["domain"]["exact_clusters"] == 2
+    assert sum(report["decontamination"]["files_hit"].values()) == 1
 
 
 def test_tokens_replay_and_fertility(prepared):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cptnb.config import ModelConfig, TrainConfig
+from cptnb.config import TrainConfig
 from cptnb.data import pack_documents
 from cptnb.errors import TrainingDivergedError
 from cptnb.schedules import lr_multiplier
