@@ -1,4 +1,4 @@
-"""Command line: `cptnb demo | notebook | prepare | import-fpt | info`.
+"""Command line: `cptnb demo | notebook | prepare | train | import-fpt | info`.
 
 Errors a user can fix print as one message (no traceback) and exit with 2.
 """
@@ -75,6 +75,19 @@ def _cmd_prepare(args) -> None:
         print(f"  replay share of tokens: {tokens['replay_share_achieved']:.3f} (target {recipe.data.replay_share})")
 
 
+def _cmd_train(args) -> None:
+    from cptnb.config import Recipe
+    from cptnb.run import run_recipe
+
+    recipe = Recipe.from_yaml(args.config)
+    if args.max_steps:
+        recipe.train.max_steps = args.max_steps
+    if args.output_dir:
+        recipe.train.output_dir = args.output_dir
+    result = run_recipe(recipe, resume="auto" if args.resume else False)
+    print(f"trained {result.steps} steps, final train loss {result.final_train_loss:.4f}; saved {result.final_dir}")
+
+
 def _cmd_import_fpt(args) -> None:
     import json
     from pathlib import Path
@@ -137,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--tokenizer", default="smollm2-135m", help="model whose tokenizer packs the corpus")
     prep.add_argument("--block-tokens", type=int, default=256, help="packed block length")
     prep.set_defaults(func=_cmd_prepare)
+
+    tr = sub.add_parser("train", help="prepare the corpus, load the model and train, from a recipe YAML")
+    tr.add_argument("--config", required=True, help="recipe YAML")
+    tr.add_argument("--max-steps", type=int, default=0, help="override train.max_steps")
+    tr.add_argument("--output-dir", default="", help="override train.output_dir")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+    tr.set_defaults(func=_cmd_train)
 
     fpt = sub.add_parser("import-fpt", help="convert an FPT AI Studio hyperparameter JSON into a recipe YAML")
     fpt.add_argument("json", help="hyperparameters JSON (seed 001 format)")
