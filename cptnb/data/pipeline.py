@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cptnb.config import DataConfig
+from cptnb.data import decontam, dedup, filters, langid
 from cptnb.data.clean import clean_documents
 from cptnb.data.dedup import DedupStats
 from cptnb.data.documents import Document, DropCounter
@@ -69,8 +70,6 @@ class _HeldoutSink:
 
 def _stages(cfg: DataConfig, drops: DropCounter, language: str, index, dedup_stats) -> list[tuple[str, Any]]:
     """(name, fn(docs) -> docs) for every enabled stage after cleaning, in order."""
-    from cptnb.data import decontam, dedup, filters, langid
-
     stages: list[tuple[str, Any]] = []
     if cfg.langid.enabled and language:
         lang_cfg = cfg.langid.for_languages([language])
@@ -89,9 +88,7 @@ def _contamination_index(cfg: DataConfig):
     """One index of the evaluation tasks' n-grams, shared by the domain and replay corpora (or None)."""
     if not (cfg.decontam.enabled and cfg.eval_tasks):
         return None
-    from cptnb.data.decontam import build_contamination_index
-
-    return build_contamination_index(cfg.eval_tasks, cfg.decontam.ngram_words, cfg.decontam.short_text_min_words)
+    return decontam.build_contamination_index(cfg.eval_tasks, cfg.decontam.ngram_words, cfg.decontam.short_text_min_words)
 
 
 def _chain(docs: Iterator[Document], stages: list[tuple[str, Any]], taps: list[Tap]) -> Iterator[Document]:
