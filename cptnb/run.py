@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 
 from cptnb.config import Recipe
+from cptnb.data.documents import Document
+from cptnb.data.pack import pack_documents
 from cptnb.data.pipeline import prepare
 from cptnb.models import load_model
 from cptnb.monitor import JsonlLogger, LivePlot, MultiLogger
@@ -34,9 +36,6 @@ def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
     eval_sets = {}
     if recipe.train.eval_steps:
         # Held-out text packed like training text, so the periodic loss is comparable to the train loss.
-        from cptnb.data.documents import Document
-        from cptnb.data.pack import pack_documents
-
         for name, texts in (("domain", prepared.heldout_domain), ("general", prepared.heldout_general)):
             packed = pack_documents([Document(t, name) for t in texts], loaded.tokenizer, recipe.model.max_seq_len_tokens)
             if len(packed.dataset):

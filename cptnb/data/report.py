@@ -31,6 +31,10 @@ class Tap:
             yield doc
 
 
+# Drop reasons of records that never became documents, so no Tap counted them.
+READ_REASONS = {"undecodable_file", "empty_file", "broken_json", "missing_text_field", "non_string_text_field"}
+
+
 def source_report(first: Tap, last: Tap, drops: DropCounter) -> dict[str, dict[str, Any]]:
     """Per source: docs/chars in and kept, and drops by reason.
 
@@ -53,9 +57,6 @@ def source_report(first: Tap, last: Tap, drops: DropCounter) -> dict[str, dict[s
             "dropped": dropped,
         }
     return out
-
-
-READ_REASONS = {"undecodable_file", "empty_file", "broken_json", "missing_text_field", "non_string_text_field"}
 
 
 def totals(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
