@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from cptnb.cli_options import add_recipe_options
 from cptnb.errors import CptnbError
 
 
@@ -76,14 +77,10 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from cptnb.config import Recipe
+    from cptnb.cli_options import recipe_from_args
     from cptnb.run import run_recipe
 
-    recipe = Recipe.from_yaml(args.config)
-    if args.max_steps:
-        recipe.train.max_steps = args.max_steps
-    if args.output_dir:
-        recipe.train.output_dir = args.output_dir
+    recipe = recipe_from_args(args, args.config)
     result = run_recipe(recipe, resume="auto" if args.resume else False)
     print(f"trained {result.steps} steps, final train loss {result.final_train_loss:.4f}; saved {result.final_dir}")
 
@@ -151,11 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--block-tokens", type=int, default=256, help="packed block length")
     prep.set_defaults(func=_cmd_prepare)
 
-    tr = sub.add_parser("train", help="prepare the corpus, load the model and train, from a recipe YAML")
-    tr.add_argument("--config", required=True, help="recipe YAML")
-    tr.add_argument("--max-steps", type=int, default=0, help="override train.max_steps")
-    tr.add_argument("--output-dir", default="", help="override train.output_dir")
+    tr = sub.add_parser(
+        "train",
+        help="prepare the corpus, load the model and train, from a recipe YAML and/or options",
+        description="Every recipe field is an option (--train.learning_rate 1e-4, --model.use_rslora true, ...); "
+        "options override the YAML given with --config.",
+    )
+    tr.add_argument("--config", help="recipe YAML (default: the built-in defaults)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+    add_recipe_options(tr)
     tr.set_defaults(func=_cmd_train)
 
     fpt = sub.add_parser("import-fpt", help="convert an FPT AI Studio hyperparameter JSON into a recipe YAML")
