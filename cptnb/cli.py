@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from cptnb.cli_options import add_recipe_options
+from cptnb.cli_options import add_config_options, add_recipe_options
 from cptnb.errors import CptnbError
 
 
@@ -105,6 +105,20 @@ def _cmd_import_fpt(args) -> None:
         print(f"  note: {note}")
 
 
+def _cmd_export(args) -> None:
+    from cptnb.cli_options import config_from_args
+    from cptnb.export import ExportConfig, export
+
+    result = export(config_from_args(args, ExportConfig))
+    print(f"exported to {result.out_dir}")
+    for label, path in (("adapter", result.adapter_dir), ("merged model", result.merged_dir), ("model card", result.card)):
+        if path:
+            print(f"  {label}: {path}")
+    if result.check:
+        print(f"  reload check: max |logit difference| {result.check.max_abs_diff:.3g} "
+              f"(tolerance {result.check.tolerance:.3g}) -> {'passed' if result.check.passed else 'FAILED'}")
+
+
 def _cmd_info(args) -> None:
     import importlib.util
 
@@ -116,6 +130,12 @@ def _cmd_info(args) -> None:
     from cptnb.models import choose_backend
 
     print(f"backend for model.backend=auto: {choose_backend(ModelConfig())}")
+
+
+def _export_config_class():
+    from cptnb.export import ExportConfig  # the module imports no heavy library at import time
+
+    return ExportConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     fpt.add_argument("-o", "--output", required=True, help="recipe YAML to write")
     fpt.add_argument("--model", default="meta-llama/Llama-3.2-1B", help="base model for the recipe")
     fpt.set_defaults(func=_cmd_import_fpt)
+
+    exp = sub.add_parser(
+        "export",
+        help="adapter + merged safetensors + model card + reload check, from a run folder or an adapter",
+        description="Example: cptnb export --run_dir runs/smollm2_vi_lora_cpu --out_dir exports/smollm2-vi --dtype bf16",
+    )
+    add_config_options(exp, _export_config_class())
+    exp.set_defaults(func=_cmd_export)
 
     info = sub.add_parser("info", help="what hardware and backend the kit sees")
     info.set_defaults(func=_cmd_info)

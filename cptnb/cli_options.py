@@ -79,11 +79,16 @@ def _nested_section(field: dataclasses.Field) -> type | None:
     return type(default) if isinstance(default, Section) else None
 
 
+def _option_name(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def _add_section(parser: argparse.ArgumentParser, cls: type, path: str) -> None:
-    group = parser.add_argument_group(f"{path} options", (cls.__doc__ or "").strip().splitlines()[0])
+    title = f"{path} options" if path else "settings"
+    group = parser.add_argument_group(title, (cls.__doc__ or "").strip().splitlines()[0])
     nested = []
     for field in dataclasses.fields(cls):
-        name = f"{path}.{field.name}"
+        name = _option_name(path, field.name)
         sub = _nested_section(field)
         if sub is not None:
             nested.append((sub, name))
@@ -98,6 +103,11 @@ def add_recipe_options(parser: argparse.ArgumentParser, sections: tuple[str, ...
     defaults = Recipe()
     for name in sections:
         _add_section(parser, type(getattr(defaults, name)), name)
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add ``--<field>`` options for every field of one config dataclass (e.g. ExportConfig)."""
+    _add_section(parser, cls, "")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,6 +136,11 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def config_from_args(args: argparse.Namespace, cls: type):
+    """An instance of ``cls`` from the options :func:`add_config_options` added (validated, all problems at once)."""
+    return cls.from_dict(overrides_from_args(args), where="command line")
 
 
 def recipe_from_args(args: argparse.Namespace, config: str | None = None) -> Recipe:

@@ -32,3 +32,7 @@ class ModelNotAvailableError(CptnbError):
 
 class TrainingDivergedError(CptnbError):
     """The training loss became NaN or infinite."""
+
+
+class ExportError(CptnbError):
+    """An export cannot proceed (missing inputs, unusable adapter) or its reload check failed."""

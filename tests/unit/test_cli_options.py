@@ -102,3 +102,21 @@ def test_train_command_keeps_short_aliases():
     args = build_parser().parse_args(["train", "--max-steps", "3", "--output-dir", "runs/x", "--model.lora_alpha", "8"])
     recipe = recipe_from_args(args, args.config)
     assert (recipe.train.max_steps, recipe.train.output_dir, recipe.model.lora_alpha) == (3, "runs/x", 8)
+
+
+def test_export_command_options_come_from_export_config():
+    from cptnb.cli_options import config_from_args
+    from cptnb.export import ExportConfig
+
+    args = build_parser().parse_args(
+        ["export", "--run_dir", "runs/x", "--out_dir", "exports/x", "--dtype", "float16", "--merge", "false"]
+    )
+    cfg = config_from_args(args, ExportConfig)
+    assert (cfg.run_dir, cfg.out_dir, cfg.dtype, cfg.merge, cfg.check) == ("runs/x", "exports/x", "fp16", False, True)
+
+
+def test_export_command_reports_a_missing_source(capsys):
+    from cptnb.cli import main
+
+    assert main(["export", "--out_dir", "exports/x"]) == 2
+    assert "set run_dir" in capsys.readouterr().err
