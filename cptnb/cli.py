@@ -85,6 +85,33 @@ def _cmd_train(args) -> None:
     print(f"trained {result.steps} steps, final train loss {result.final_train_loss:.4f}; saved {result.final_dir}")
 
 
+def _cmd_plan(args) -> None:
+    import tempfile
+
+    from cptnb.cli_options import recipe_from_args
+    from cptnb.planner import plan
+
+    recipe = recipe_from_args(args, args.config)
+    loaded = dataset = None
+    if args.measure:  # a real warm-up needs the model and the packed corpus
+        from cptnb.data.pipeline import prepare
+        from cptnb.models import load_model
+
+        loaded = load_model(recipe.model)
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset = prepare(recipe.data, loaded.tokenizer, tmp, block_tokens=recipe.model.max_seq_len_tokens).packed
+            result = plan(recipe, loaded, dataset, _gib(args.available_gib), measure=True,
+                          num_devices=args.num_devices, device=args.device)
+    else:
+        result = plan(recipe, None, args.blocks, _gib(args.available_gib), measure=False,
+                      num_devices=args.num_devices, device=args.device)
+    print(result.markdown())
+
+
+def _gib(value: float | None) -> float | None:
+    return value * 2**30 if value else None
+
+
 def _cmd_import_fpt(args) -> None:
     import json
     from pathlib import Path
@@ -178,6 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
     add_recipe_options(tr)
     tr.set_defaults(func=_cmd_train)
+
+    pl = sub.add_parser(
+        "plan",
+        help="tokens, steps, time and memory per method for a recipe, with out-of-memory warnings",
+        description="Example: cptnb plan --config data_samples/recipes/llama32_1b_vi_full_8gpu.yaml "
+        "--device cuda --num-devices 8 --available-gib 80 --blocks 1367188",
+    )
+    pl.add_argument("--config", help="recipe YAML (default: the built-in defaults)")
+    pl.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="plan for this kind of device")
+    pl.add_argument("--num-devices", type=int, default=None, help="devices the run will use (default: what is here)")
+    pl.add_argument("--available-gib", type=float, default=None, help="memory per device in GiB (default: measured)")
+    pl.add_argument("--blocks", type=int, default=None, help="packed blocks in the training set, if known")
+    pl.add_argument("--measure", action="store_true", help="load the model, pack the data and time a warm-up")
+    add_recipe_options(pl)
+    pl.set_defaults(func=_cmd_plan)
 
     fpt = sub.add_parser("import-fpt", help="convert an FPT AI Studio hyperparameter JSON into a recipe YAML")
     fpt.add_argument("json", help="hyperparameters JSON (seed 001 format)")

@@ -239,9 +239,9 @@ def _load_full_precision(source: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from cptnb.models import _from_pretrained
+    from cptnb.models import from_pretrained_or_explain
 
-    model = _from_pretrained(AutoModelForCausalLM, source, dtype=torch.float32).eval()
+    model = from_pretrained_or_explain(AutoModelForCausalLM, source, dtype=torch.float32).eval()
     if getattr(model.config, "quantization_config", None) is not None:
         raise ExportError(
             f"{source} is stored quantized, so merging into it would bake in the rounding; pass base_model= the "
@@ -413,10 +413,10 @@ def _prepare_out_dir(out: Path, facts: RunFacts, overwrite: bool) -> None:
 def _tokenizer_for(facts: RunFacts):
     from transformers import AutoTokenizer
 
-    from cptnb.models import _from_pretrained
+    from cptnb.models import from_pretrained_or_explain
 
     has_own = any((facts.trained_dir / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = _from_pretrained(AutoTokenizer, str(facts.trained_dir) if has_own else facts.base_source)
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, str(facts.trained_dir) if has_own else facts.base_source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

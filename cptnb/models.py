@@ -104,7 +104,7 @@ def _not_available(name: str, err: Exception) -> ModelNotAvailableError:
     )
 
 
-def _from_pretrained(loader, source: str, **kwargs):
+def from_pretrained_or_explain(loader, source: str, **kwargs):
     """Call a ``from_pretrained`` and turn hub/offline failures into one clear error."""
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -136,7 +136,7 @@ def _load_transformers(cfg: ModelConfig, source: str, dtype):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    tokenizer = _from_pretrained(AutoTokenizer, source, trust_remote_code=cfg.trust_remote_code)
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, source, trust_remote_code=cfg.trust_remote_code)
     kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code}
     if cfg.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -145,7 +145,7 @@ def _load_transformers(cfg: ModelConfig, source: str, dtype):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype if dtype != torch.float16 or cuda_available() else torch.float32,
         )
-    model = _from_pretrained(AutoModelForCausalLM, source, **kwargs)
+    model = from_pretrained_or_explain(AutoModelForCausalLM, source, **kwargs)
     if cfg.method == "full":
         model.requires_grad_(True)
         return model, tokenizer
@@ -253,7 +253,7 @@ def load_tokenizer(cfg: ModelConfig):
     """Only the tokenizer of ``cfg.name`` (for data preparation without loading weights)."""
     from transformers import AutoTokenizer
 
-    tokenizer = _from_pretrained(AutoTokenizer, resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, resolve_source(cfg), trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

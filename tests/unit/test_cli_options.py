@@ -120,3 +120,14 @@ def test_export_command_reports_a_missing_source(capsys):
 
     assert main(["export", "--out_dir", "exports/x"]) == 2
     assert "set run_dir" in capsys.readouterr().err
+
+
+def test_plan_command_prints_the_plan_for_the_overridden_recipe(capsys):
+    from cptnb.cli import main
+
+    rc = main(["plan", "--model.name", "tiny-llama", "--blocks", "10", "--train.max_steps", "5",
+               "--train.per_device_batch_size", "2", "--model.max_seq_len_tokens", "64"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "| tokens per optimizer step | 128 (blocks of 64 tokens) |" in out
+    assert "| optimizer steps | 5 " in out and "**lora** (chosen)" in out
