@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -81,8 +82,15 @@ def _cmd_train(args) -> None:
     from cptnb.run import run_recipe
 
     recipe = recipe_from_args(args, args.config)
+    if args.nproc > 1:  # torchrun in a subprocess; each worker runs this command again with nproc 1
+        from cptnb.launch import launch
+
+        launched = launch(recipe, num_processes=args.nproc, resume=args.resume)
+        print(f"{args.nproc} processes trained {len(launched.losses)} logged steps; saved {launched.final_dir}")
+        return
     result = run_recipe(recipe, resume="auto" if args.resume else False)
-    print(f"trained {result.steps} steps, final train loss {result.final_train_loss:.4f}; saved {result.final_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only the main process reports
+        print(f"trained {result.steps} steps, final train loss {result.final_train_loss:.4f}; saved {result.final_dir}")
 
 
 def _cmd_plan(args) -> None:
@@ -110,6 +118,36 @@ def _cmd_plan(args) -> None:
 
 def _gib(value: float | None) -> float | None:
     return value * 2**30 if value else None
+
+
+def _cmd_evaluate(args) -> None:
+    from cptnb.cli_options import recipe_from_args
+    from cptnb.evaluate.suite import evaluate_model, heldout_texts, tasks_from
+    from cptnb.models import load_for_eval
+
+    cfg = recipe_from_args(args, args.config).eval
+    tasks = tasks_from(cfg, only=args.task)
+    model, tokenizer = load_for_eval(args.model, args.adapter)
+    heldout = heldout_texts(args.heldout_domain or [], args.heldout_general or [], args.heldout_docs)
+    doc = evaluate_model(model, tokenizer, cfg, heldout, {"model": args.model, "adapter": args.adapter}, args.out, tasks)
+    for name, task in doc["tasks"].items():
+        scores = ", ".join(f"{metric} {value:.4f}" for metric, value in task["metrics"].items())
+        print(f"  {name} (n={task['n']}): {scores}")
+
+
+def _cmd_compare(args) -> None:
+    from cptnb.evaluate.report import write_comparison
+
+    payload = write_comparison(args.out, args.base, args.adapted, title=args.title, n_boot=args.n_boot, seed=args.seed)
+    print(payload["retention"])
+
+
+def _cmd_export_lm_eval_tasks(args) -> None:
+    from cptnb.evaluate.lmeval_export import export_lm_eval_tasks
+
+    written = export_lm_eval_tasks(args.tasks, args.out)
+    print(f"wrote {len(written)} lm-eval task files into {args.out}; run them with:")
+    print(f"  lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out} --tasks <task names>")
 
 
 def _cmd_import_fpt(args) -> None:
@@ -203,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--config", help="recipe YAML (default: the built-in defaults)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+    tr.add_argument("--nproc", type=int, default=1,
+                    help="processes (GPUs, or CPU shares with gloo) to train with, via torchrun (default 1)")
     add_recipe_options(tr)
     tr.set_defaults(func=_cmd_train)
 
@@ -220,6 +260,41 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--measure", action="store_true", help="load the model, pack the data and time a warm-up")
     add_recipe_options(pl)
     pl.set_defaults(func=_cmd_plan)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score a model (+ adapter) on the ViLLM-Eval-style tasks and held-out text: results.json + report.md",
+        description="Example: cptnb evaluate --model smollm2-135m --adapter runs/cpt/adapter --out runs/eval/adapted",
+    )
+    ev.add_argument("--model", required=True, help="base model: alias, local folder or hub id (or a merged export)")
+    ev.add_argument("--adapter", default=None, help="LoRA adapter folder to apply on top of --model")
+    ev.add_argument("--tasks", dest="recipe:eval.tasks", nargs="+", default=argparse.SUPPRESS, metavar="DIR",
+                    help="task folders, or folders of task folders (default data_samples/eval)")
+    ev.add_argument("--task", action="append", help="only this task (repeatable), e.g. --task exams_vi")
+    ev.add_argument("--out", required=True, help="output folder for results.json and report.md")
+    ev.add_argument("--config", help="recipe YAML whose eval section to use (options below override it)")
+    ev.add_argument("--heldout-domain", nargs="*", default=None, help="held-out domain text files (perplexity, bits per byte)")
+    ev.add_argument("--heldout-general", nargs="*", default=None, help="held-out general text files (the forgetting signal)")
+    ev.add_argument("--heldout-docs", type=int, default=0, help="score at most this many held-out documents per set")
+    add_recipe_options(ev, sections=("eval",))
+    ev.set_defaults(func=_cmd_evaluate)
+
+    cmp_ = sub.add_parser(
+        "compare",
+        help="before/after table with 95%% paired-bootstrap intervals, grouped bar chart and a retention line",
+    )
+    cmp_.add_argument("base", help="results.json of the base model (or its folder)")
+    cmp_.add_argument("adapted", help="results.json of the adapted model (or its folder)")
+    cmp_.add_argument("--out", required=True, help="output folder for comparison.md/.png/.json")
+    cmp_.add_argument("--title", default="", help="title of the table and chart")
+    cmp_.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
+    cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    lme = sub.add_parser("export-lm-eval-tasks", help="write lm-evaluation-harness task YAMLs for the same task files")
+    lme.add_argument("out", help="folder to write the YAMLs into")
+    lme.add_argument("--tasks", default="data_samples/eval", help="task folder or folder of task folders")
+    lme.set_defaults(func=_cmd_export_lm_eval_tasks)
 
     fpt = sub.add_parser("import-fpt", help="convert an FPT AI Studio hyperparameter JSON into a recipe YAML")
     fpt.add_argument("json", help="hyperparameters JSON (seed 001 format)")

@@ -7,12 +7,16 @@ fused kernels; on CPU it is plain TRL + PEFT. The kit adds what CPT needs on
 top: a separate, lower learning rate for trained embeddings, warmup + cosine /
 linear decay to a floor, held-out domain and general loss during training (the
 forgetting signal), a stop with a clear message when the loss turns NaN/inf, a
-check that the trainable parameters really moved, and metric events for the
-loggers in :mod:`cptnb.monitor`.
+check that the trainable parameters really moved, metric events for the
+loggers in :mod:`cptnb.monitor`, and resume from the last *complete* checkpoint
+(a run killed while writing one falls back to the one before). Under
+``torchrun`` / ``accelerate launch`` the same function trains with DDP, FSDP or
+DeepSpeed (see :func:`cptnb.launch.strategy_arguments`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -28,9 +32,11 @@ from cptnb.schedules import lr_multiplier, warmup_steps_for
 
 log = logging.getLogger(__name__)
 
-# Trainable parameters are checked for movement after this many optimizer steps
+# Trainable parameters are checked for movement after this many optimizer steps of a run
 # (LoRA A matrices get their first gradient on step 2, when B is no longer zero).
 TRAINABLE_CHECK_STEP = 2
+# Written last into a checkpoint by transformers' Trainer: its presence marks a complete checkpoint.
+TRAINER_STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -41,7 +47,8 @@ class TrainResult:
     final_dir: Path  # adapter (LoRA/QLoRA) or full model, with tokenizer
     steps: int
     final_train_loss: float
-    history: list[dict[str, Any]]
+    history: list[dict[str, Any]]  # events logged by this call (a resumed run: steps after the checkpoint)
+    resumed_from_step: int = 0  # optimizer step of the checkpoint this call started from; 0 for a fresh run
 
 
 def resolve_precision(precision: str) -> str:
@@ -84,6 +91,7 @@ def _trainer_class():
     """Build the trainer subclass at call time, after Unsloth (if used) has patched TRL."""
     import torch
     from transformers import Trainer
+    from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
     from trl import SFTTrainer
 
     fused_loss_available = _trl_fused_loss_available()
@@ -109,6 +117,21 @@ def _trainer_class():
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
             return self.optimizer
 
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            plain_cpu_ddp = (
+                checkpoint is not None
+                and self.args.world_size > 1
+                and self.args.device.type == "cpu"
+                and not (self.is_fsdp_enabled or self.is_deepspeed_enabled)
+            )
+            if not plain_cpu_ddp:
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            # Several CPU processes: transformers maps the optimizer state to args.device, which accelerate
+            # sets to "cpu:0", a location torch.load cannot restore to; resuming then fails on every rank.
+            folder = Path(checkpoint)
+            self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_NAME, map_location="cpu", weights_only=True))
+            self.lr_scheduler.load_state_dict(torch.load(folder / SCHEDULER_NAME, weights_only=True))
+
         def create_scheduler(self, num_training_steps: int, optimizer=None):
             if self.lr_scheduler is None:
                 cfg = self.cpt_config
@@ -132,19 +155,32 @@ def _callbacks(loaded: LoadedModel, logger: MetricLogger, tokens_per_step: int, 
         """Turns trainer logs into metric events; guards against divergence; checks trainables."""
 
         def __init__(self):
-            self.check = TrainableCheck(loaded.model, loaded.trainable_names)
+            self.check_movement = True
+            self.check: TrainableCheck | None = None
+            self.start_step = 0
             self.checked = False
             self.step_started = time.monotonic()
             self.step_seconds: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kw):
+            # Snapshot here, after a resumed checkpoint's weights are loaded, so the check compares
+            # against where this run starts, not against the freshly initialised model.
+            self.start_step = state.global_step
+            if self.check_movement:
+                self.check = TrainableCheck(loaded.model, loaded.trainable_names)
+
+        def _verify(self) -> None:
+            if self.check is not None:
+                self.check.verify(loaded.model)
+            self.checked = True
 
         def on_step_begin(self, args, state, control, **kw):
             self.step_started = time.monotonic()
 
         def on_step_end(self, args, state, control, **kw):
             self.step_seconds.append(time.monotonic() - self.step_started)
-            if state.global_step >= TRAINABLE_CHECK_STEP and not self.checked:
-                self.check.verify(loaded.model)
-                self.checked = True
+            if state.global_step - self.start_step >= TRAINABLE_CHECK_STEP and not self.checked:
+                self._verify()
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -153,7 +189,7 @@ def _callbacks(loaded: LoadedModel, logger: MetricLogger, tokens_per_step: int, 
                 loss = float(logs["loss"])
                 event["train_loss"] = loss
                 if not math.isfinite(loss):
-                    last = _last_checkpoint(Path(args.output_dir))
+                    last = last_complete_checkpoint(Path(args.output_dir))
                     raise TrainingDivergedError(
                         f"training loss became {loss} at step {state.global_step}. Last good checkpoint: "
                         f"{last or 'none saved yet'}. Lower learning_rate, set max_grad_norm, or use bf16/fp32 "
@@ -179,15 +215,70 @@ def _callbacks(loaded: LoadedModel, logger: MetricLogger, tokens_per_step: int, 
             logger.log(event)
 
         def on_train_end(self, args, state, control, **kw):
-            if not self.checked and state.global_step >= TRAINABLE_CHECK_STEP:
-                self.check.verify(loaded.model)
+            if not self.checked and state.global_step - self.start_step >= TRAINABLE_CHECK_STEP:
+                self._verify()
 
     return [CptCallback()]
 
 
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    checkpoints = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return checkpoints[-1] if checkpoints else None
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The optimizer step a checkpoint holds, or None when it is incomplete (killed while saving)."""
+    try:
+        return int(json.loads((Path(checkpoint) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` whose trainer state was fully written.
+
+    transformers' own ``get_last_checkpoint`` picks the highest number even when a
+    SIGKILL interrupted its saving, and resuming from it then fails.
+    """
+    numbered = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    for path in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if checkpoint_step(path) is not None:
+            return path
+        log.warning("%s is incomplete (no readable %s; killed while saving?): skipped", path, TRAINER_STATE_FILE)
+    return None
+
+
+def resolve_checkpoint(output_dir: str | Path, resume: bool | str) -> Path | None:
+    """Which checkpoint ``resume`` means: None (start afresh), the last complete one, or a given path.
+
+    ``resume`` is False, True / "auto" (the last complete checkpoint in ``output_dir``,
+    or a fresh start when there is none), or the path of a checkpoint folder.
+    """
+    if resume is False or resume is None or resume == "":
+        return None
+    if resume is True or resume == "auto":
+        found = last_complete_checkpoint(Path(output_dir))
+        if found is None:
+            log.info("resume: no complete checkpoint in %s, starting from step 0", output_dir)
+        return found
+    path = Path(resume)
+    if checkpoint_step(path) is None:
+        raise CptnbError(
+            f"cannot resume from {path}: it is not a complete checkpoint (no readable {TRAINER_STATE_FILE}). "
+            f"Pass a checkpoint-N folder written by a previous run, or resume='auto' for the last complete one."
+        )
+    return path
+
+
+def check_resumable(checkpoint: Path | None, cfg: TrainConfig) -> int:
+    """The step ``checkpoint`` holds (0 for none); an error when it already reached ``cfg.max_steps``.
+
+    transformers would otherwise run one step past the end and log it.
+    """
+    if checkpoint is None:
+        return 0
+    step = checkpoint_step(checkpoint) or 0
+    if 0 < cfg.max_steps <= step:
+        raise CptnbError(
+            f"{checkpoint} is at step {step} and train.max_steps is {cfg.max_steps}: that run is complete. "
+            "Raise train.max_steps to train further, or leave out resume (or pick a new output_dir) to start over."
+        )
+    return step
 
 
 def train(
@@ -202,8 +293,10 @@ def train(
 
     ``eval_datasets`` maps a name ("domain", "general") to packed held-out blocks,
     evaluated every ``cfg.eval_steps`` and reported as ``heldout_<name>_loss``.
-    ``resume`` is False, True/"auto" (continue from the last checkpoint in
-    ``cfg.output_dir`` if there is one) or a checkpoint path.
+    ``resume`` is False, True/"auto" (continue from the last complete checkpoint
+    in ``cfg.output_dir`` if there is one) or a checkpoint path; a resumed run
+    restores weights, optimizer, schedule, RNG and data position, so its losses
+    continue the uninterrupted run's curve.
 
     Example::
 
@@ -211,12 +304,15 @@ def train(
     """
     from trl import SFTConfig
 
+    from cptnb.launch import strategy_arguments, world_size_from_env
+
     if len(train_dataset) == 0:
         raise CptnbError("the training set is empty: no packed block; add data or lower max_seq_len_tokens")
     logger = logger or NullLogger()
     block = len(train_dataset[0]["input_ids"])
     precision = resolve_precision(cfg.precision)
     evaluating = bool(eval_datasets) and cfg.eval_steps > 0
+    strategy = strategy_arguments(cfg, loaded.method, world_size_from_env())
     args = SFTConfig(
         output_dir=cfg.output_dir,
         max_steps=cfg.max_steps,
@@ -231,7 +327,8 @@ def train(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda_available(),
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        # FSDP recomputes activations itself (fsdp_config.activation_checkpointing); the Trainer's adds an all-gather.
+        gradient_checkpointing=cfg.gradient_checkpointing and "fsdp" not in strategy,
         logging_steps=cfg.logging_steps,
         logging_nan_inf_filter=False,  # the default hides NaN losses behind an average; we want to see them
         eval_strategy="steps" if evaluating else "no",
@@ -247,33 +344,40 @@ def train(
         dataset_num_proc=None,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        **strategy,
     )
     trainer_cls = _trainer_class()
     trainer_cls.cpt_config = cfg
     history: list[dict[str, Any]] = []
     world = max(1, args.world_size)
+    # The global batch: every process trains on its own blocks in the same optimizer step.
     tokens_per_step = block * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world
+    callbacks = _callbacks(loaded, logger, tokens_per_step, history)
     trainer = trainer_cls(
         model=loaded.model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_datasets if evaluating else None,
         processing_class=loaded.tokenizer,
-        callbacks=_callbacks(loaded, logger, tokens_per_step, history),
+        callbacks=callbacks,
     )
-    checkpoint = None
-    if resume in (True, "auto"):
-        checkpoint = _last_checkpoint(Path(cfg.output_dir))
-    elif isinstance(resume, str) and resume:
-        checkpoint = Path(resume)
+    if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and cfg.zero_stage == 3):
+        # Sharded parameters (FSDP DTensors, ZeRO-3 partitions) cannot be compared with a plain snapshot.
+        log.info("sharded parameters: the check that trainable parameters moved is skipped")
+        callbacks[0].check_movement = False
+    checkpoint = resolve_checkpoint(cfg.output_dir, resume)
+    resumed_from_step = check_resumable(checkpoint, cfg)
+    if checkpoint:
+        log.info("resuming from %s (step %d of %d)", checkpoint, resumed_from_step, cfg.max_steps)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if evaluating and trainer.state.global_step % cfg.eval_steps:
         # The last step was not an eval step: measure the end point too.
         final_eval = trainer.evaluate()
         trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, final_eval)
     final_dir = Path(cfg.output_dir) / ("model" if loaded.method == "full" else "adapter")
-    trainer.save_model(str(final_dir))
-    loaded.tokenizer.save_pretrained(final_dir)
+    trainer.save_model(str(final_dir))  # gathers FSDP/DeepSpeed shards; writes on the main process only
+    if trainer.args.should_save:
+        loaded.tokenizer.save_pretrained(final_dir)
     losses = [e["train_loss"] for e in history if "train_loss" in e]
     return TrainResult(
         output_dir=Path(cfg.output_dir),
@@ -281,4 +385,5 @@ def train(
         steps=output.global_step,
         final_train_loss=losses[-1] if losses else float(output.training_loss),
         history=history,
+        resumed_from_step=resumed_from_step,
     )

@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import pytest
 import torch
@@ -60,6 +61,19 @@ def test_nan_loss_stops_with_step_and_checkpoint(tiny, blocks, tmp_path):
                 p.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match=r"became nan at step 1\. Last good checkpoint: none saved yet"):
         train(loaded, blocks, TrainConfig(output_dir=str(tmp_path), max_steps=3))
+
+
+def test_resume_continues_from_the_checkpoint_weights_and_step(tiny, blocks, tmp_path):
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=4, per_device_batch_size=2, learning_rate=5e-3, save_steps=2)
+    full = train(tiny(method="lora"), blocks, cfg)
+    shutil.rmtree(tmp_path / "checkpoint-4")
+    fresh = tiny(method="lora")  # a new process would start from the initial weights again
+    resumed = train(fresh, blocks, cfg, resume="auto")
+    assert (full.resumed_from_step, resumed.resumed_from_step) == (0, 2)
+    assert [e["step"] for e in resumed.history if "train_loss" in e] == [3, 4]
+    later = {e["step"]: e["train_loss"] for e in full.history if "train_loss" in e and e["step"] > 2}
+    resumed_losses = [e["train_loss"] for e in resumed.history if "train_loss" in e]
+    assert resumed_losses == pytest.approx([later[3], later[4]], abs=1e-4)
 
 
 def test_embeddings_get_their_own_learning_rate(tiny):
