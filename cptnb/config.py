@@ -95,7 +95,7 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     logging_steps: int = _f(1, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(0, "Evaluate held-out domain/general loss every N steps; 0 disables periodic eval.")
-    save_steps: int = _f(0, "Save a checkpoint every N steps; 0 saves only at the end.")
+    save_steps: int = _f(0, "Save a resumable checkpoint every N steps; 0 saves none (the final adapter/model is always saved).")
     save_total_limit: int = _f(2, "Keep at most this many checkpoints.")
     seed: int = _f(1309, "Seed for data order and dropout.")
     distributed_backend: str = _f("ddp", "Multi-GPU strategy under accelerate/torchrun: ddp, fsdp or deepspeed.")
@@ -154,6 +154,8 @@ class DataConfig(_Section):
     eval_tasks: list = _f([], "Evaluation task files or folders: training documents sharing long n-grams with them are dropped.")
     min_chars: int = _f(20, "Documents shorter than this many characters after cleaning are dropped (and counted).")
     block_tokens: int = _f(0, "Packed block length in tokens; 0 means model.max_seq_len_tokens.")
+    num_proc: Any = _f("auto", "Worker processes for clean, language id and filters: an integer (1 = none) or auto (one per core from 8 MB of input).")
+    chunk_docs: int = _f(256, "Documents handed to the per-document stages (or a worker) at a time; bounds memory, not results.")
     filters: FilterConfig = field(default_factory=FilterConfig, metadata={"help": "Gopher / C4 / FineWeb quality rules."})
     langid: LangIdConfig = field(default_factory=LangIdConfig, metadata={"help": "Offline language identification."})
     dedup: DedupConfig = field(default_factory=DedupConfig, metadata={"help": "Exact and MinHash near-duplicate removal."})
@@ -187,6 +189,12 @@ class DataConfig(_Section):
             p.append(f"heldout_share must be in [0, 0.5), got {self.heldout_share!r}")
         _positive(p, "min_chars", self.min_chars, allow_zero=True)
         _positive(p, "block_tokens", self.block_tokens, allow_zero=True)
+        if self.num_proc != "auto" and not (
+            isinstance(self.num_proc, int) and not isinstance(self.num_proc, bool) and self.num_proc >= 1
+        ):
+            p.append(f"num_proc must be 'auto' or an integer >= 1 (1 = no worker processes), got {self.num_proc!r}")
+        if not (isinstance(self.chunk_docs, int) and not isinstance(self.chunk_docs, bool) and self.chunk_docs >= 1):
+            p.append(f"chunk_docs must be an integer >= 1, got {self.chunk_docs!r}")
         return p
 
 
@@ -196,9 +204,13 @@ class EvalConfig(_Section):
 
     window_tokens: int = _f(1024, "Sliding-window length for perplexity on long documents.")
     stride_tokens: int = _f(512, "Step between windows; each token is scored once with up to window-stride tokens of context.")
-    batch_size: int = _f(8, "Windows scored per forward pass.")
+    batch_size: int = _f(8, "Perplexity windows, or task items (each with all its choices), scored per forward pass.")
     prompts: list = _f([], "Prompts for the generation spot-check, base and adapted side by side.")
     max_new_tokens: int = _f(40, "Tokens generated per prompt (greedy).")
+    tasks: list = _f(["data_samples/eval"], "Evaluation task folders (ViLLM-Eval style), or folders of task folders, to score before and after.")
+    limit: int = _f(0, "Score only the first N items of each task (of each subject for exams_vi), like lm-eval's --limit; 0 means all.")
+    num_fewshot: int = _f(-1, "Few-shot examples per item for every task; -1 keeps each task's own task.yaml value.")
+    fewshot_seed: int = _f(-1, "Seed of the few-shot draw (lm-eval's fewshot_random_seed); -1 keeps each task's own (1234, lm-eval's default).")
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -208,6 +220,13 @@ class EvalConfig(_Section):
             p.append(f"stride_tokens ({self.stride_tokens}) must be <= window_tokens ({self.window_tokens})")
         _positive(p, "batch_size", self.batch_size)
         _positive(p, "max_new_tokens", self.max_new_tokens)
+        if not isinstance(self.tasks, list) or not all(isinstance(t, str) for t in self.tasks):
+            p.append(f"tasks must be a list of task folder paths, got {self.tasks!r}")
+        _positive(p, "limit", self.limit, allow_zero=True)
+        if not (isinstance(self.num_fewshot, int) and not isinstance(self.num_fewshot, bool) and self.num_fewshot >= -1):
+            p.append(f"num_fewshot must be >= 0, or -1 to keep each task's own value; got {self.num_fewshot!r}")
+        if not (isinstance(self.fewshot_seed, int) and not isinstance(self.fewshot_seed, bool) and self.fewshot_seed >= -1):
+            p.append(f"fewshot_seed must be >= 0, or -1 to keep each task's own seed; got {self.fewshot_seed!r}")
         return p
 
 

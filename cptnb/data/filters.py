@@ -40,6 +40,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import filterfalse, repeat
+from operator import mul
 from typing import Any
 
 from cptnb.configbase import Section, option
@@ -338,27 +340,64 @@ def _language_defaults(language: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------
 # Text statistics, computed once per document and shared by the rules.
+#
+# Speed without changing a decision: the rules below give exactly the answers of the
+# straightforward definitions (``top_ngram_char_ratio``, ``dup_ngram_char_ratio``,
+# ``count_sentences``), and skip them only where a cheap bound proves the rule cannot
+# fire (tests/unit/test_filters_equivalence.py checks this against the original code).
 
 
 class _Text:
-    """Tokens, words, lines and paragraphs of one text, each computed on first use."""
+    """Tokens, words, lines and paragraphs of one text, each computed on first use.
+
+    Words are taken from the lowercased text: lowercasing maps no character to or from
+    whitespace or edge punctuation, never changes whether a character is a letter, and
+    lowers a final sigma the same with or without the whitespace and punctuation around
+    a word, so this equals lowercasing each word (checked over every code point in the tests).
+    """
 
     def __init__(self, text: str):
         self.text = text
 
     @cached_property
+    def lower(self) -> str:
+        return self.text.lower()
+
+    @cached_property
     def tokens(self) -> list[str]:
-        return self.text.split()
+        """Whitespace tokens, lowercased (only their number and letters are used)."""
+        return self.lower.split()
 
     @cached_property
     def words(self) -> list[str]:
         """Tokens without edge punctuation ("12.000" and "e-mail" stay whole); "—" or "..." alone is no word."""
-        return [w for w in (t.strip(_EDGE_PUNCT) for t in self.tokens) if w]
+        return list(filter(None, map(str.strip, self.text.split(), repeat(_EDGE_PUNCT))))
 
     @cached_property
     def ngram_words(self) -> list[str]:
         """Lowercased words: repetition does not depend on case."""
-        return [w.lower() for w in self.words]
+        return list(filter(None, map(str.strip, self.tokens, repeat(_EDGE_PUNCT))))
+
+    @cached_property
+    def word_chars(self) -> int:
+        """Characters in the words, as written; lowercasing keeps every length unless a character grows ("İ")."""
+        return self.ngram_chars if len(self.lower) == len(self.text) else sum(map(len, self.words))
+
+    @cached_property
+    def ngram_chars(self) -> int:
+        return sum(map(len, self.ngram_words))
+
+    @cached_property
+    def heaviest_word_chars(self) -> int:
+        """max over distinct words of (occurrences x length): bounds what any repeated n-gram can cover."""
+        counts = Counter(self.ngram_words)
+        return max(map(mul, counts.values(), map(len, counts)), default=0)
+
+    @cached_property
+    def repeats_5gram(self) -> bool:
+        """Whether some word 5-gram occurs twice; if none does, no longer n-gram does either."""
+        w = self.ngram_words
+        return len(w) > 5 and len(set(zip(w, w[1:], w[2:], w[3:], w[4:]))) < len(w) - 4
 
     @cached_property
     def lines(self) -> list[str]:
@@ -428,12 +467,29 @@ def dup_ngram_char_ratio(words: list[str], n: int) -> float:
     return _ratio(sum(len(w) for w, r in zip(words, repeated) if r), sum(map(len, words)))
 
 
+def _has_letter_or_digit(piece: str) -> bool:
+    return any(ch.isalnum() for ch in piece)
+
+
 def count_sentences(text: str) -> int:
     """Approximate sentence count: pieces between . ! ? … that contain a letter or digit.
 
     Abbreviations ("TP. HCM", "Dr. Lan") can add one; that is the C4 rule's precision too.
     """
-    return sum(1 for piece in _SENTENCE_SPLIT.split(text) if any(ch.isalnum() for ch in piece))
+    return sum(map(_has_letter_or_digit, _SENTENCE_SPLIT.split(text)))
+
+
+def _has_sentences(text: str, at_least: int) -> bool:
+    """``count_sentences(text) >= at_least``, stopping as soon as it is."""
+    if at_least <= 0:
+        return True
+    found = 0
+    for piece in _SENTENCE_SPLIT.split(text):
+        if _has_letter_or_digit(piece):
+            found += 1
+            if found >= at_least:
+                return True
+    return False
 
 
 # ---------------------------------------------------------------------------
@@ -443,17 +499,17 @@ Rule = Callable[[_Text, FilterConfig], bool]
 
 
 def _gopher_word_count(t: _Text, c: FilterConfig) -> bool:
-    return not c.gopher_min_words <= len(t.words) <= c.gopher_max_words
+    return not c.gopher_min_words <= len(t.ngram_words) <= c.gopher_max_words
 
 
 def _gopher_mean_word_length(t: _Text, c: FilterConfig) -> bool:
-    mean = _ratio(sum(map(len, t.words)), len(t.words))
+    mean = _ratio(t.word_chars, len(t.ngram_words))
     return not c.gopher_min_mean_word_length <= mean <= c.gopher_max_mean_word_length
 
 
 def _gopher_symbol_ratio(t: _Text, c: FilterConfig) -> bool:
     symbols = t.text.count("#") + t.text.count("...") + t.text.count("\u2026")
-    return _ratio(symbols, len(t.words)) > c.gopher_max_symbol_word_ratio
+    return _ratio(symbols, len(t.ngram_words)) > c.gopher_max_symbol_word_ratio
 
 
 def _gopher_bullet_lines(t: _Text, c: FilterConfig) -> bool:
@@ -466,7 +522,10 @@ def _gopher_ellipsis_lines(t: _Text, c: FilterConfig) -> bool:
 
 
 def _gopher_alpha_words(t: _Text, c: FilterConfig) -> bool:
-    alpha = sum(1 for tok in t.tokens if _LETTER.search(tok))
+    # A token has a letter iff its word has one (the stripped edge characters are not letters),
+    # and an all-letter word needs no regex: only the few others are searched.
+    others = list(filterfalse(str.isalpha, t.ngram_words))
+    alpha = len(t.ngram_words) - len(others) + sum(1 for w in others if _LETTER.search(w))
     return _ratio(alpha, len(t.tokens)) < c.gopher_min_alpha_words_ratio
 
 
@@ -494,15 +553,26 @@ def _dup_paragraph_chars(t: _Text, c: FilterConfig) -> bool:
 
 
 def _top_ngram(n: int) -> Rule:
+    field = f"gopher_max_top_{n}gram_char_ratio"
+
     def rule(t: _Text, c: FilterConfig) -> bool:
-        return top_ngram_char_ratio(t.ngram_words, n) > getattr(c, f"gopher_max_top_{n}gram_char_ratio")
+        limit = getattr(c, field)
+        # An n-gram occurring f times has f <= the count of each of its words, so f x its length
+        # <= n x heaviest_word_chars; the same division by the same total keeps that order in floats,
+        # so under the limit counting the n-grams cannot change the answer.
+        if _ratio(n * t.heaviest_word_chars, t.ngram_chars) <= limit:
+            return False
+        return top_ngram_char_ratio(t.ngram_words, n) > limit
 
     return rule
 
 
 def _dup_ngram(n: int) -> Rule:
+    field = f"gopher_max_dup_{n}gram_char_ratio"
+
     def rule(t: _Text, c: FilterConfig) -> bool:
-        return dup_ngram_char_ratio(t.ngram_words, n) > getattr(c, f"gopher_max_dup_{n}gram_char_ratio")
+        # Without a repeated 5-gram there is no repeated n-gram for any n >= 5, and the ratio is 0.
+        return t.repeats_5gram and dup_ngram_char_ratio(t.ngram_words, n) > getattr(c, field)
 
     return rule
 
@@ -546,13 +616,24 @@ C4_REASONS = ("c4_lorem_ipsum", "c4_curly_bracket", "c4_too_few_sentences")
 REASONS = tuple(reason for _, reason, _ in DOCUMENT_RULES) + C4_REASONS
 
 
-def _keep_line(line: str, cfg: FilterConfig) -> bool:
-    """C4's line rules: terminal punctuation, enough words, no javascript or policy boilerplate."""
-    lower = line.lower()
+def _has_words(line: str, at_least: int) -> bool:
+    """``len(line.split()) >= at_least`` without splitting a long line to the end."""
+    return at_least <= 0 or len(line.split(None, at_least - 1)) >= at_least
+
+
+def _keep_line(line: str, cfg: FilterConfig, boilerplate_possible: bool = True) -> bool:
+    """C4's line rules: terminal punctuation, enough words, no javascript or policy boilerplate.
+
+    ``boilerplate_possible=False`` says the whole text contains neither "javascript" nor a
+    policy phrase (in any case), so no line can, and skips looking.
+    """
     if cfg.c4_drop_lines_without_terminal_punct and not line.endswith(TERMINAL_PUNCTUATION):
         return False
-    if len(line.split()) < cfg.c4_min_words_per_line:
+    if not _has_words(line, cfg.c4_min_words_per_line):
         return False
+    if not boilerplate_possible:
+        return True
+    lower = line.lower()
     if cfg.c4_drop_javascript_lines and "javascript" in lower:
         return False
     return not (cfg.c4_drop_policy_lines and any(phrase in lower for phrase in C4_POLICY_PHRASES))
@@ -574,16 +655,25 @@ def c4_filter(text: str, cfg: FilterConfig) -> tuple[str, str | None]:
         return text, "c4_lorem_ipsum"
     if cfg.c4_drop_curly_bracket and "{" in text:
         return text, "c4_curly_bracket"
+    body = text
+    if cfg.c4_remove_citations and "[" in text:
+        body = _CITATION.sub("", text)  # a marker never spans lines: once over the text = once per line
+        lower = body.lower()
+    # A line's lowercase is a piece of the text's lowercase, so a phrase absent from the whole is
+    # absent from every line.
+    boilerplate = (cfg.c4_drop_javascript_lines and "javascript" in lower) or (
+        cfg.c4_drop_policy_lines and any(phrase in lower for phrase in C4_POLICY_PHRASES)
+    )
     kept: list[str] = []
-    for raw in text.split("\n"):
-        line = _CITATION.sub("", raw).strip() if cfg.c4_remove_citations else raw.strip()
+    for raw in body.split("\n"):
+        line = raw.strip()
         if not line:
             if kept and kept[-1]:
                 kept.append("")
-        elif _keep_line(line, cfg):
+        elif _keep_line(line, cfg, boilerplate):
             kept.append(line)
     new_text = "\n".join(kept).strip()
-    if count_sentences(new_text) < cfg.c4_min_sentences:
+    if not _has_sentences(new_text, cfg.c4_min_sentences):
         return new_text, "c4_too_few_sentences"
     return new_text, None
 

@@ -14,9 +14,9 @@ Documents come out with ``tokens`` filled in, so packing does not tokenize twice
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import Iterable, Iterator
 
 from cptnb.data.documents import Document, DropCounter
 
@@ -51,14 +51,24 @@ class MixStats:
         return out
 
 
-def tokenized(docs: Iterable[Document], tokenizer, batch: int = 256) -> Iterator[Document]:
-    """Fill ``doc.tokens`` (no special tokens) using batched, fast tokenization."""
+def encoded(docs: Iterable[Document], tokenizer, batch: int = 256) -> Iterator[tuple[Document, list[int]]]:
+    """``(doc, token ids)`` in order: ``doc.tokens`` where set, else one batched fast-tokenizer call per ``batch``.
+
+    The one tokenization loop of the pipeline: :func:`tokenized` and packing both use it.
+    """
     it = iter(docs)
     while chunk := list(islice(it, batch)):
-        encoded = tokenizer([d.text for d in chunk], add_special_tokens=False)["input_ids"]
-        for doc, ids in zip(chunk, encoded):
-            doc.tokens = ids
-            yield doc
+        todo = [d.text for d in chunk if d.tokens is None]
+        fresh = iter(tokenizer(todo, add_special_tokens=False)["input_ids"] if todo else ())
+        for doc in chunk:
+            yield doc, doc.tokens if doc.tokens is not None else next(fresh)
+
+
+def tokenized(docs: Iterable[Document], tokenizer, batch: int = 256) -> Iterator[Document]:
+    """Fill ``doc.tokens`` (no special tokens) using batched, fast tokenization."""
+    for doc, ids in encoded(docs, tokenizer, batch):
+        doc.tokens = ids
+        yield doc
 
 
 def mix_replay(

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from cptnb.data.documents import Document
+from cptnb.data.mix import encoded
 
 
 @dataclass
@@ -60,39 +62,29 @@ class PackedCorpus:
 class _Packer:
     """Turns a document stream into blocks, keeping the token accounting."""
 
-    def __init__(self, tokenizer, block_size: int, batch_docs: int):
+    def __init__(self, tokenizer, block_size: int, batch_docs: int, count_text: bool = True):
         if block_size < 2:
             raise ValueError(f"block_size must be >= 2, got {block_size}")
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer has no eos_token; set one so documents can be separated")
         self.tokenizer, self.block_size, self.batch_docs = tokenizer, block_size, batch_docs
+        self.count_text = count_text
         self.buffer: list[int] = []
         self.stats = dict(num_docs=0, tokens_in=0, words=0, bytes=0)
 
-    def _feed(self, batch: list[Document]) -> Iterator[list[int]]:
-        todo = [d.text for d in batch if d.tokens is None]
-        encoded = iter(self.tokenizer(todo, add_special_tokens=False)["input_ids"] if todo else [])
-        for doc in batch:
-            ids = doc.tokens if doc.tokens is not None else next(encoded)
-            self.buffer.extend(ids)
-            self.buffer.append(self.tokenizer.eos_token_id)
-            self.stats["tokens_in"] += len(ids) + 1
-        while len(self.buffer) >= self.block_size:
-            yield self.buffer[: self.block_size]
-            del self.buffer[: self.block_size]
-
     def blocks(self, docs: Iterable[Document]) -> Iterator[list[int]]:
-        batch: list[Document] = []
-        for doc in docs:
-            batch.append(doc)
-            self.stats["num_docs"] += 1
-            self.stats["words"] += len(doc.text.split())
-            self.stats["bytes"] += len(doc.text.encode("utf-8"))
-            if len(batch) == self.batch_docs:
-                yield from self._feed(batch)
-                batch = []
-        if batch:
-            yield from self._feed(batch)
+        eos, stats = self.tokenizer.eos_token_id, self.stats
+        for doc, ids in encoded(docs, self.tokenizer, self.batch_docs):
+            stats["num_docs"] += 1
+            if self.count_text:
+                stats["words"] += len(doc.text.split())
+                stats["bytes"] += len(doc.text.encode("utf-8"))
+            self.buffer.extend(ids)
+            self.buffer.append(eos)
+            stats["tokens_in"] += len(ids) + 1
+            while len(self.buffer) >= self.block_size:
+                yield self.buffer[: self.block_size]
+                del self.buffer[: self.block_size]
 
     def result(self, dataset) -> PackedCorpus:
         return PackedCorpus(
@@ -105,13 +97,20 @@ class _Packer:
 
 
 def pack_documents(
-    docs: Iterable[Document], tokenizer, block_size: int, batch_docs: int = 256, out_dir: str | Path | None = None
+    docs: Iterable[Document],
+    tokenizer,
+    block_size: int,
+    batch_docs: int = 256,
+    out_dir: str | Path | None = None,
+    count_text: bool = True,
 ) -> PackedCorpus:
     """Pack ``docs`` into ``block_size``-token blocks (see module docstring).
 
     With ``out_dir`` the blocks stream to disk as they are made and the dataset
     is saved there (memory stays bounded for corpora larger than RAM); without
     it they are kept in memory as int32, which suits notebook-sized corpora.
+    ``count_text=False`` skips counting words and bytes (left 0) for a caller that
+    already has them, as ``prepare`` has from the replay mix; set them on the result.
 
     Example::
 
@@ -121,7 +120,7 @@ def pack_documents(
     import numpy as np
     from datasets import Dataset, Features, Sequence, Value, load_from_disk
 
-    packer = _Packer(tokenizer, block_size, batch_docs)
+    packer = _Packer(tokenizer, block_size, batch_docs, count_text)
     features = Features({"input_ids": Sequence(Value("int32"))})
     if out_dir is None:
         rows = [np.asarray(b, dtype=np.int32) for b in packer.blocks(docs)]

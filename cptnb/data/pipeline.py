@@ -6,8 +6,13 @@ sources -> clean -> language id -> quality filters -> dedup -> decontamination
 :class:`DropCounter` records why each lost document went, so ``report.json``
 satisfies ``docs_in == docs_kept + sum(dropped)`` for every source.
 
+Clean, language id and quality filters run over chunks of ``cfg.chunk_docs``
+documents, in ``cfg.num_proc`` worker processes (:mod:`cptnb.data.parallel`); the
+output and the report are the same for any number of workers.
+
 Outputs in ``out_dir``: ``train/`` (packed ``datasets`` folder),
-``heldout_domain.jsonl``, ``heldout_general.jsonl``, ``report.json``,
+``heldout_domain.jsonl``, ``heldout_general.jsonl``, ``report.json`` (with
+``source_files``: path, bytes, SHA-256 and role of every input file read),
 ``funnel.png``, ``fertility.json``.
 """
 
@@ -15,17 +20,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from cptnb.config import DataConfig
-from cptnb.data import decontam, dedup, filters, langid
+from cptnb.data import decontam, dedup
 from cptnb.data.clean import clean_documents
 from cptnb.data.dedup import DedupStats
 from cptnb.data.documents import Document, DropCounter
 from cptnb.data.mix import MixStats, mix_replay
 from cptnb.data.pack import PackedCorpus, pack_documents
+from cptnb.data.parallel import DocumentStages, StagePool, chunked, merge_into, worker_count
+from cptnb.data.provenance import file_manifest
 from cptnb.data.report import Tap, check_accounting, draw_funnel, funnel, source_report, totals, write_json
 from cptnb.data.sources import read_documents
 from cptnb.data.split import split_heldout
@@ -68,20 +76,13 @@ class _HeldoutSink:
         self._fh.close()
 
 
-def _stages(cfg: DataConfig, drops: DropCounter, language: str, index, dedup_stats) -> list[tuple[str, Any]]:
-    """(name, fn(docs) -> docs) for every enabled stage after cleaning, in order."""
-    stages: list[tuple[str, Any]] = []
-    if cfg.langid.enabled and language:
-        lang_cfg = cfg.langid.for_languages([language])
-        stages.append(("language", lambda docs: langid.filter_language(docs, lang_cfg, drops)))
-    if cfg.filters.enabled:
-        filter_cfg = cfg.filters.resolved(language)
-        stages.append(("quality", lambda docs: filters.filter_documents(docs, filter_cfg, drops)))
-    if cfg.dedup.exact or cfg.dedup.near:
-        stages.append(("dedup", lambda docs: dedup.dedup_documents(docs, cfg.dedup, drops, dedup_stats)))
-    if index is not None:
-        stages.append(("decontam", lambda docs: decontam.decontaminate(docs, index, drops)))
-    return stages
+def document_stages(cfg: DataConfig, language: str) -> DocumentStages:
+    """The per-document stages for a corpus in ``language`` ("" switches language id off)."""
+    return DocumentStages(
+        min_chars=cfg.min_chars,
+        langid=cfg.langid.for_languages([language]) if cfg.langid.enabled and language else None,
+        filters=cfg.filters.resolved(language) if cfg.filters.enabled else None,
+    )
 
 
 def _contamination_index(cfg: DataConfig):
@@ -91,31 +92,65 @@ def _contamination_index(cfg: DataConfig):
     return decontam.build_contamination_index(cfg.eval_tasks, cfg.decontam.ngram_words, cfg.decontam.short_text_min_words)
 
 
-def _chain(docs: Iterator[Document], stages: list[tuple[str, Any]], taps: list[Tap]) -> Iterator[Document]:
-    for name, stage in stages:
-        tap = Tap(name)
-        taps.append(tap)
-        docs = tap(stage(docs))
-    return docs
+class CorpusStream:
+    """One corpus (domain or general) through read -> clean -> language -> quality -> dedup -> decontam.
 
+    ``documents()`` streams what survives; afterwards ``report()`` gives the per-source
+    accounting, ``taps`` the funnel, ``dedup_stats`` the clusters, ``files_read`` the
+    input files with their hashes and ``stage_seconds`` the time of the per-document
+    stages (summed over workers). The per-document stages run on ``pool`` (in this
+    process when None).
 
-class _Chain:
-    """One corpus (domain or general): its stages, taps and drop counter."""
+    Example::
 
-    def __init__(self, cfg: DataConfig, sources: list[str], language: str, index):
+        stream = CorpusStream(DataConfig(sources=["data_samples/vi"]), ["data_samples/vi"], "vi")
+        kept = list(stream.documents())
+        stream.report()["data_samples/vi/news.jsonl"]["dropped"]
+    """
+
+    def __init__(self, cfg: DataConfig, sources: list, language: str, index=None, pool: StagePool | None = None):
+        self.cfg, self.sources, self.language, self.index = cfg, sources, language, index
+        self.pool = pool if pool is not None else StagePool(1)
+        self.stages = document_stages(cfg, language)
         self.drops = DropCounter()
         self.taps: list[Tap] = []
-        self.cfg, self.sources, self.language, self.index = cfg, sources, language, index
         self.dedup_stats = DedupStats()
+        self.files_read: list[dict[str, Any]] = []
+        self.stage_seconds: dict[str, float] = {}
 
     def documents(self) -> Iterator[Document]:
         cfg = self.cfg
-        docs: Iterator[Document] = read_documents(self.sources, cfg.text_field, cfg.on_error, self.drops, cfg.txt_mode)
-        stages = [("read", lambda d: d), ("clean", lambda d: clean_documents(d, cfg.min_chars, self.drops))]
-        return _chain(docs, stages + _stages(cfg, self.drops, self.language, self.index, self.dedup_stats), self.taps)
+        read = Tap("read")
+        per_document = [Tap(name) for name in self.stages.names]
+        self.taps += [read, *per_document]
+        docs = read(read_documents(self.sources, cfg.text_field, cfg.on_error, self.drops, cfg.txt_mode, self.files_read))
+        docs = self._per_document(chunked(docs, cfg.chunk_docs), per_document)
+        for name, stage in self._corpus_stages():
+            tap = Tap(name)
+            self.taps.append(tap)
+            docs = tap(stage(docs))
+        return docs
+
+    def _per_document(self, chunks: Iterator[list[Document]], taps: list[Tap]) -> Iterator[Document]:
+        for result in self.pool.map(self.stages, chunks):
+            merge_into(result, self.drops, taps, self.stage_seconds)
+            yield from result.docs
+
+    def _corpus_stages(self) -> list[tuple[str, Any]]:
+        """(name, fn(docs) -> docs) for the enabled stages that need the whole corpus, in order."""
+        cfg, stages = self.cfg, []
+        if cfg.dedup.exact or cfg.dedup.near:
+            stages.append(("dedup", lambda docs: dedup.dedup_documents(docs, cfg.dedup, self.drops, self.dedup_stats)))
+        if self.index is not None:
+            stages.append(("decontam", lambda docs: decontam.decontaminate(docs, self.index, self.drops)))
+        return stages
 
     def report(self) -> dict[str, dict[str, Any]]:
         return source_report(self.taps[0], self.taps[-1], self.drops) if self.taps else {}
+
+
+def _with_role(entries: list[dict[str, Any]], role: str) -> list[dict[str, Any]]:
+    return [{**entry, "role": role} for entry in entries]
 
 
 def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int = 256) -> PreparedCorpus:
@@ -132,25 +167,38 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = _contamination_index(cfg)
-    domain_chain = _Chain(cfg, cfg.sources, cfg.language, index)
-    general_chain = _Chain(cfg, cfg.replay_sources, cfg.replay_language, index)
-    held_domain = _HeldoutSink(out / "heldout_domain.jsonl")
-    held_general = _HeldoutSink(out / "heldout_general.jsonl")
+    # One pool for both corpora, started before the tokenizer runs (forking after it would make it warn).
+    with StagePool(worker_count(cfg.num_proc, [*cfg.sources, *cfg.replay_sources])) as pool:
+        domain_chain = CorpusStream(cfg, cfg.sources, cfg.language, index, pool)
+        general_chain = CorpusStream(cfg, cfg.replay_sources, cfg.replay_language, index, pool)
+        held_domain = _HeldoutSink(out / "heldout_domain.jsonl")
+        held_general = _HeldoutSink(out / "heldout_general.jsonl")
 
-    domain = held_domain.route(split_heldout(domain_chain.documents(), cfg.heldout_share, "domain"))
-    replay: Iterator[Document] = iter(())
-    if cfg.replay_sources:
-        replay = held_general.route(split_heldout(general_chain.documents(), cfg.heldout_share, "general"))
-    stats = MixStats(cfg.replay_share)
-    mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
-    packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train")
+        domain = held_domain.route(split_heldout(domain_chain.documents(), cfg.heldout_share, "domain"))
+        replay: Iterator[Document] = iter(())
+        if cfg.replay_sources:
+            replay = held_general.route(split_heldout(general_chain.documents(), cfg.heldout_share, "general"))
+        stats = MixStats(cfg.replay_share)
+        mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
+        # mix_replay already counted the words and bytes of every document it yields.
+        packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train", count_text=False)
+    packed.words, packed.bytes = stats.domain_words + stats.replay_words, stats.domain_bytes + stats.replay_bytes
     split_counts = {"domain_docs": len(held_domain.texts), "general_docs": len(held_general.texts)}
     # Held-out files given explicitly join the split-off documents (cleaned the same way, never trained on).
-    for sink, files in ((held_domain, cfg.heldout_domain), (held_general, cfg.heldout_general)):
-        for doc in clean_documents(read_documents(files, cfg.text_field), cfg.min_chars):
+    heldout_files: dict[str, list[dict[str, Any]]] = {"heldout_domain": [], "heldout_general": []}
+    for sink, files, role in ((held_domain, cfg.heldout_domain, "heldout_domain"),
+                              (held_general, cfg.heldout_general, "heldout_general")):
+        read = read_documents(files, cfg.text_field, files_read=heldout_files[role])
+        for doc in clean_documents(read, cfg.min_chars):
             sink.keep(doc)
     held_domain.close()
     held_general.close()
+    source_files = [
+        *_with_role(domain_chain.files_read, "domain"),
+        *_with_role(general_chain.files_read, "replay"),
+        *(entry for role, entries in heldout_files.items() for entry in _with_role(entries, role)),
+        *(_with_role(file_manifest(index.files), "eval_tasks") if index is not None else []),
+    ]
 
     per_source = {**domain_chain.report(), **general_chain.report()}
     check_accounting(per_source)
@@ -174,6 +222,7 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
         "fertility": stats.fertility(),
         "dedup": {side: asdict(chain.dedup_stats) for side, chain in (("domain", domain_chain), ("general", general_chain))},
         "decontamination": {"files_hit": dict(index.hits) if index is not None else {}},
+        "source_files": source_files,
     }
     write_json(out / "report.json", report)
     write_json(out / "fertility.json", report["fertility"])

@@ -61,7 +61,7 @@ DATA_ROLES = {  # DataConfig field -> role of its files
     "replay_sources": "replay",
     "heldout_domain": "heldout_domain",
     "heldout_general": "heldout_general",
-    "eval_tasks": "eval_task",
+    "eval_tasks": "eval_tasks",
 }
 
 

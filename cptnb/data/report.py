@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from cptnb.data.documents import Document, DropCounter
 
@@ -45,7 +46,7 @@ def source_report(first: Tap, last: Tap, drops: DropCounter) -> dict[str, dict[s
     """
     out: dict[str, dict[str, Any]] = {}
     for source in sorted(set(first.docs) | {src for src, _ in drops.docs}):
-        dropped = drops.by_reason(source)
+        dropped = dict(sorted(drops.by_reason(source).items()))  # the same order whatever the workers did
         unparsed = sum(n for reason, n in dropped.items() if reason in READ_REASONS)
         surplus_docs = drops.docs[(source, "replay_surplus")]
         surplus_chars = drops.chars[(source, "replay_surplus")]
@@ -65,7 +66,7 @@ def totals(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
         for key in ("docs_in", "docs_kept", "chars_in", "chars_kept"):
             total[key] += entry[key]
         total["dropped"].update(entry["dropped"])
-    total["dropped"] = dict(total["dropped"])
+    total["dropped"] = dict(sorted(total["dropped"].items()))
     return total
 
 

@@ -12,16 +12,22 @@ byte offset / row) and what to do; with ``on_error="skip"`` it is counted
 under its reason in the :class:`DropCounter` and reading goes on. Reasons:
 ``undecodable_file``, ``empty_file``, ``broken_json``, ``missing_text_field``,
 ``non_string_text_field``.
+
+Provenance: pass ``files_read`` (a list) and every file opened is appended to it as
+``{"path", "bytes", "sha256"}``; text files are hashed from the bytes already read,
+parquet files and saved datasets in a separate streaming pass.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import io
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from cptnb.data.documents import Document, DropCounter
 from cptnb.errors import DataError
@@ -72,20 +78,35 @@ def decode_bytes(raw: bytes) -> tuple[str | None, str]:
 class _Reader:
     """Turns one source at a time into Documents, applying the on_error policy."""
 
-    def __init__(self, text_field: str, on_error: str, drops: DropCounter | None, txt_mode: str):
+    def __init__(
+        self, text_field: str, on_error: str, drops: DropCounter | None, txt_mode: str, files_read: list | None = None
+    ):
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if txt_mode not in ("blocks", "file"):
             raise ValueError(f"txt_mode must be 'blocks' or 'file', got {txt_mode!r}")
         self.text_field, self.on_error, self.txt_mode = text_field, on_error, txt_mode
         self.drops = drops if drops is not None else DropCounter()
+        self.files_read = files_read
 
     def bad(self, where: str, source: str, reason: str, message: str) -> None:
         if self.on_error == "raise":
             raise DataError(f"{where}: {message}")
         self.drops.drop(source, reason)
 
+    def _record_file(self, path: Path, raw: bytes | None = None) -> None:
+        if self.files_read is None:
+            return
+        if raw is None:  # not read here as one block: hash the file(s) in a streaming pass
+            from cptnb.data.provenance import file_manifest
+
+            self.files_read += file_manifest([path])
+        else:
+            self.files_read.append({"path": str(path), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()})
+
     def read(self, path: Path) -> Iterator[Document]:
+        if _is_saved_dataset(path) or path.suffix == ".parquet":
+            self._record_file(path)
         if _is_saved_dataset(path):
             from datasets import load_from_disk
 
@@ -97,7 +118,9 @@ class _Reader:
 
     def _text_file(self, path: Path) -> Iterator[Document]:
         source = str(path)
-        text, problem = decode_bytes(path.read_bytes())
+        raw = path.read_bytes()
+        self._record_file(path, raw)
+        text, problem = decode_bytes(raw)
         if text is None:
             line, message = problem.split(": ", 1)
             self.bad(f"{path}:{line}", source, "undecodable_file", message)
@@ -211,15 +234,18 @@ def read_documents(
     on_error: str = "raise",
     drops: DropCounter | None = None,
     txt_mode: str = "blocks",
+    files_read: list | None = None,
 ) -> Iterator[Document]:
     """Stream documents from paths, globs, folders or ``datasets`` objects, in a stable order.
+
+    ``files_read``, when given, collects ``{"path", "bytes", "sha256"}`` for each file opened.
 
     Example::
 
         docs = list(read_documents(["data_samples/vi"]))
         docs = read_documents([load_dataset("some/corpus", split="train", streaming=True)])
     """
-    reader = _Reader(text_field, on_error, drops, txt_mode)
+    reader = _Reader(text_field, on_error, drops, txt_mode, files_read)
     paths: list[Any] = []
     for source in sources:
         if isinstance(source, (str, Path)):

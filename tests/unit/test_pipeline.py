@@ -19,6 +19,18 @@ CONTAMINATED_INTRO = (
 )
 
 
+def result_config(planted) -> dict:
+    """The DataConfig fields of the shared run (the default num_proc keeps these small inputs in one process)."""
+    return {
+        "sources": [str(ROOT / "vi"), str(planted)],
+        "replay_sources": [str(ROOT / "en")],
+        "replay_share": 0.1,
+        "heldout_share": 0.1,
+        "eval_tasks": [str(ROOT / "eval")],
+        "on_error": "skip",
+    }
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory, tiny):
     tmp = tmp_path_factory.mktemp("prep")
@@ -33,14 +45,7 @@ def prepared(tmp_path_factory, tiny):
         json.dumps({"text": "ok"}),  # too short
     ]
     planted.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    cfg = DataConfig(
-        sources=[str(ROOT / "vi"), str(planted)],
-        replay_sources=[str(ROOT / "en")],
-        replay_share=0.1,
-        heldout_share=0.1,
-        eval_tasks=[str(ROOT / "eval")],
-        on_error="skip",
-    )
+    cfg = DataConfig(**result_config(planted))
     tokenizer = tiny(method="full").tokenizer
     return prepare(cfg, tokenizer, tmp / "out", block_tokens=128), tmp / "out", planted
 
@@ -88,3 +93,39 @@ def test_heldout_documents_never_reach_training(prepared):
     # Kept = trained + held out by the split: packing saw exactly the other kept documents.
     kept = result.report["total"]["docs_kept"]
     assert kept == result.packed.num_docs + counts["domain_docs"] + counts["general_docs"]
+
+
+def test_source_files_cite_every_input_with_its_hash_and_role(prepared):
+    import hashlib
+
+    result, _, planted = prepared
+    from pathlib import Path
+
+    files = result.report["source_files"]
+    # Paths as the recipe gave them (the default held-out files are relative to the working directory).
+    by_path = {Path(entry["path"]).resolve(): entry for entry in files}
+    assert len(by_path) == len(files)  # each file once
+    roles = {entry["role"] for entry in files}
+    assert roles == {"domain", "replay", "heldout_domain", "heldout_general", "eval_tasks"}
+    assert by_path[planted.resolve()]["role"] == "domain"
+    assert by_path[(ROOT / "en" / "general.jsonl").resolve()]["role"] == "replay"
+    assert by_path[(ROOT / "heldout" / "vi_heldout.jsonl").resolve()]["role"] == "heldout_domain"
+    eval_files = sorted(p.resolve() for p in (ROOT / "eval").rglob("*.jsonl"))
+    assert sorted(Path(e["path"]).resolve() for e in files if e["role"] == "eval_tasks") == eval_files
+    for entry in files:
+        raw = Path(entry["path"]).read_bytes()
+        assert entry["bytes"] == len(raw) and entry["sha256"] == hashlib.sha256(raw).hexdigest()
+
+
+def test_workers_write_the_same_corpus_and_report(prepared, tiny, tmp_path):
+    import dataclasses
+
+    from cptnb.config import DataConfig
+
+    result, out, planted = prepared
+    cfg = DataConfig(**{**result_config(planted), "num_proc": 2, "chunk_docs": 16})
+    again = prepare(cfg, tiny(method="full").tokenizer, tmp_path / "out2", block_tokens=128)
+    assert again.report == result.report
+    assert again.packed.dataset["input_ids"] == result.packed.dataset["input_ids"]
+    assert dataclasses.replace(again.packed, dataset=None) == dataclasses.replace(result.packed, dataset=None)
+    assert (tmp_path / "out2" / "heldout_domain.jsonl").read_text() == (out / "heldout_domain.jsonl").read_text()
