@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cptnb-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-gpu lab lint clean
+.PHONY: install demo demo-all test test-gpu lab lint clean
 
 install: $(STAMP)
 
@@ -16,6 +16,15 @@ $(STAMP): requirements.txt requirements-cpu.txt pyproject.toml scripts/install.s
 
 demo: $(STAMP)
 	$(PY) -m cptnb.cli demo --out runs/quickstart
+
+# Every notebook in order on smollm2-135m (CPU: under an hour); executed copies and figures in runs/<name>/.
+NOTEBOOKS := $(sort $(basename $(notdir $(wildcard notebooks/*.ipynb))))
+demo-all: $(STAMP)
+	@set -e; for nb in $(NOTEBOOKS); do \
+	  echo "[cptnb] running $$nb -> runs/$$nb"; start=$$(date +%s); \
+	  $(PY) -m cptnb.cli notebook $$nb --out runs/$$nb; \
+	  echo "[cptnb] $$nb done in $$(( $$(date +%s) - start )) s"; \
+	done
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -318,3 +318,42 @@ class TrainableCheck:
 
 def torch_equal(param, snapshot) -> bool:
     return bool((param.detach().float().cpu() == snapshot).all())
+
+
+def load_for_eval(name: str, adapter: str | Path | None = None, dtype: str = "auto", cache_dir: str = ""):
+    """``(model, tokenizer)`` ready to score: a base model (alias, folder or hub id), optionally with an adapter.
+
+    The adapter is applied, not merged, so the model scored is exactly the
+    trained one; a merged export is just another ``name``. On a GPU the model
+    moves there. The tokenizer comes from the adapter folder when it holds one
+    (training saves it there), else from the base.
+
+    Example::
+
+        model, tok = load_for_eval("smollm2-135m", adapter="runs/cpt/adapter")
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = ModelConfig(name=name, method="full", dtype=dtype, cache_dir=cache_dir)
+    source = resolve_source(cfg)
+    model = from_pretrained_or_explain(AutoModelForCausalLM, source, dtype=resolve_dtype(cfg.dtype))
+    tokenizer_source = source
+    if adapter:
+        adapter_path = Path(adapter).expanduser()
+        if not (adapter_path / "adapter_config.json").is_file():
+            raise ModelNotAvailableError(
+                f"{adapter_path} holds no adapter_config.json; pass the adapter/ folder a LoRA run wrote "
+                "(e.g. runs/cpt/adapter), or a merged model folder as the model instead"
+            )
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
+        if (adapter_path / "tokenizer_config.json").is_file():
+            tokenizer_source = str(adapter_path)
+    tokenizer = from_pretrained_or_explain(AutoTokenizer, tokenizer_source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    return model.eval(), tokenizer

@@ -1,27 +1,73 @@
-"""Measure a model, then put base and adapted side by side.
+"""Measure a model on held-out text, then put base and adapted side by side in files.
 
 :func:`measure` gives, for each held-out set (e.g. ``domain`` = Vietnamese,
-``general`` = English), loss, perplexity and bits per byte, plus greedy
-generations for a few prompts. :func:`write_before_after` turns two such
-measurements into ``before_after.json``, ``before_after.md`` and a chart: the
-domain gain and the general change (forgetting) in one place.
+``general`` = English), loss, perplexity and bits per byte, each document's own
+numbers (so a comparison can put an interval on the change), and greedy
+generations for a few prompts.
+
+:func:`write_comparison` renders the rows of
+:func:`~cptnb.evaluate.compare.compare_results` as ``comparison.json``,
+``comparison.md`` (task | base | adapted | delta [95% CI], subjects, held-out
+rows, generations side by side), ``comparison.png`` and a retention sentence.
+:func:`write_before_after` is the same for two :func:`measure` outputs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cptnb.config import EvalConfig
+from cptnb.evaluate.compare import Retention, Row, compare_results, primary_rows, retention
 from cptnb.evaluate.generate import generate
-from cptnb.evaluate.perplexity import score_texts
+from cptnb.evaluate.perplexity import HeldoutScore, score_texts
+from cptnb.evaluate.results import fmt, generations_markdown, heldout_markdown, load_results
 
-METRICS = ("loss", "perplexity", "bits_per_byte")  # lower is better for all three
+log = logging.getLogger(__name__)
+
+_FEW_ITEMS = 20  # below this a percentile bootstrap interval is noticeably too narrow
 
 
-def measure(model, tokenizer, heldout: dict[str, list[str]], cfg: EvalConfig | None = None) -> dict[str, Any]:
+def _doc_id(index: int, text: str) -> str:
+    # Position plus a content hash: two runs pair documents only if they scored the same texts.
+    return f"{index}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:10]}"
+
+
+def score_documents(model, tokenizer, texts: list[str], cfg: EvalConfig, desc: str = "scoring") -> dict[str, Any]:
+    """``HeldoutScore.to_dict()`` of ``texts`` plus ``items``: per document id, nll_nats, tokens, bytes.
+
+    Each document is scored on its own (no batching across documents), which is
+    what makes the per-document numbers exact; the totals equal
+    :func:`score_texts` on the whole list.
+    """
+    items = []
+    for i, text in enumerate(texts):
+        if not text:
+            continue  # score_texts skips empty texts too
+        s = score_texts(model, tokenizer, [text], cfg.window_tokens, cfg.stride_tokens, cfg.batch_size, desc=f"{desc} {i + 1}/{len(texts)}")
+        items.append({"id": _doc_id(i, text), "nll_nats": s.loss * s.tokens, "tokens": s.tokens, "bytes": s.bytes})
+    if not items:
+        raise ValueError("score_documents needs at least one non-empty text")
+    nll, tokens, n_bytes = (sum(d[k] for d in items) for k in ("nll_nats", "tokens", "bytes"))
+    score = HeldoutScore(nll / tokens, math.exp(nll / tokens), nll / math.log(2) / n_bytes, tokens, n_bytes, len(items))
+    return {**score.to_dict(), "items": items}
+
+
+def measure(
+    model, tokenizer, heldout: dict[str, list[str]], cfg: EvalConfig | None = None, per_document: bool = True
+) -> dict[str, Any]:
     """Scores per held-out set and generations for ``cfg.prompts``.
+
+    With ``per_document`` (the default) each document is scored alone and kept,
+    so :func:`write_before_after` can give bits per byte a confidence interval;
+    ``per_document=False`` batches documents together (faster on a GPU with many
+    short documents) and the held-out rows get no interval.
 
     Example::
 
@@ -29,12 +75,14 @@ def measure(model, tokenizer, heldout: dict[str, list[str]], cfg: EvalConfig | N
         before["heldout"]["domain"]["bits_per_byte"]
     """
     cfg = cfg or EvalConfig()
-    scores = {
-        name: score_texts(
-            model, tokenizer, texts, cfg.window_tokens, cfg.stride_tokens, cfg.batch_size, desc=f"held-out {name}"
-        ).to_dict()
-        for name, texts in heldout.items()
-    }
+    scores = {}
+    for name, texts in heldout.items():
+        if per_document:
+            scores[name] = score_documents(model, tokenizer, texts, cfg, desc=f"held-out {name}")
+        else:
+            scores[name] = score_texts(
+                model, tokenizer, texts, cfg.window_tokens, cfg.stride_tokens, cfg.batch_size, desc=f"held-out {name}"
+            ).to_dict()
     generations = generate(model, tokenizer, cfg.prompts, cfg.max_new_tokens) if cfg.prompts else []
     return {"heldout": scores, "generations": [{"prompt": p, "output": o} for p, o in zip(cfg.prompts, generations)]}
 
@@ -46,99 +94,166 @@ def evenly(texts: list[str], n: int) -> list[str]:
     return [texts[i * len(texts) // n] for i in range(n)]
 
 
-def compare(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of (set, metric, base, adapted, delta, relative change) for every shared score."""
-    rows = []
-    for name, base_scores in before["heldout"].items():
-        adapted_scores = after["heldout"].get(name)
-        if adapted_scores is None:
-            continue
-        for metric in METRICS:
-            base, adapted = base_scores[metric], adapted_scores[metric]
-            rows.append(
-                {
-                    "set": name,
-                    "metric": metric,
-                    "base": base,
-                    "adapted": adapted,
-                    "delta": adapted - base,
-                    "relative_change": (adapted - base) / base if base else float("nan"),
-                }
-            )
-    return rows
+def write_before_after(
+    out_dir: str | Path, before: dict[str, Any], after: dict[str, Any], title: str = "", n_boot: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """Write before_after.json / .md / .png into ``out_dir``; return the JSON payload.
 
-
-def retention_line(rows: list[dict[str, Any]], domain: str = "domain", general: str = "general") -> str:
-    """One sentence: how much the domain improved and what happened to general text (bits per byte)."""
-    by = {(r["set"], r["metric"]): r for r in rows}
-    d, g = by.get((domain, "bits_per_byte")), by.get((general, "bits_per_byte"))
-    if not d:
-        return ""
-    text = f"Held-out {domain} bits per byte {d['base']:.4f} -> {d['adapted']:.4f} ({100 * d['relative_change']:+.1f}%)"
-    if g:
-        verdict = "forgetting" if g["delta"] > 0 else "no forgetting"
-        text += f"; {general} {g['base']:.4f} -> {g['adapted']:.4f} ({100 * g['relative_change']:+.1f}%, {verdict})"
-    return text + "."
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| set | metric | base | adapted | change |", "| --- | --- | ---: | ---: | ---: |"]
-    for r in rows:
-        lines.append(
-            f"| {r['set']} | {r['metric']} | {r['base']:.4f} | {r['adapted']:.4f} | {100 * r['relative_change']:+.1f}% |"
-        )
-    return "\n".join(lines)
-
-
-def before_after_chart(rows: list[dict[str, Any]], metric: str = "bits_per_byte", title: str = ""):
-    """Grouped bars, base vs adapted, one group per held-out set (lower is better)."""
-    from matplotlib.figure import Figure
-
-    chosen = [r for r in rows if r["metric"] == metric]
-    fig = Figure(figsize=(6, 3.6), dpi=100)
-    ax = fig.subplots()
-    xs = range(len(chosen))
-    width = 0.38
-    base_bars = ax.bar([x - width / 2 for x in xs], [r["base"] for r in chosen], width, label="base")
-    adapted_bars = ax.bar([x + width / 2 for x in xs], [r["adapted"] for r in chosen], width, label="adapted")
-    ax.bar_label(base_bars, fmt="%.3f", fontsize=8)
-    ax.bar_label(adapted_bars, fmt="%.3f", fontsize=8)
-    ax.set_xticks(list(xs), [f"held-out {r['set']}" for r in chosen])
-    ax.set_ylabel(f"{metric.replace('_', ' ')} (lower is better)")
-    ax.set_title(title or f"Before / after continued pretraining: {metric.replace('_', ' ')}")
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def generations_markdown(before: dict[str, Any], after: dict[str, Any]) -> str:
-    parts = []
-    for b, a in zip(before.get("generations", []), after.get("generations", [])):
-        parts.append(f"**Prompt:** {b['prompt']}\n\n- base: {b['output']}\n- adapted: {a['output']}\n")
-    return "\n".join(parts)
-
-
-def write_before_after(out_dir: str | Path, before: dict[str, Any], after: dict[str, Any], title: str = "") -> dict[str, Any]:
-    """Write before_after.json / .md / .png into ``out_dir``; return the JSON payload."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = compare(before, after)
-    payload = {"before": before, "after": after, "comparison": rows, "retention": retention_line(rows)}
-    (out / "before_after.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
-    md = [f"# {title or 'Before / after'}", "", markdown_table(rows), "", payload["retention"], ""]
-    gens = generations_markdown(before, after)
-    if gens:
-        md += ["## Generations (greedy)", "", gens]
-    (out / "before_after.md").write_text("\n".join(md), encoding="utf-8")
-    before_after_chart(rows, title=title).savefig(out / "before_after.png")
-    return payload
+    ``before``/``after`` are :func:`measure` outputs (or full results documents).
+    The payload's ``comparison`` holds one row per (set, metric), ``retention``
+    the one-sentence verdict, ``before``/``after`` the two measurements.
+    """
+    return write_comparison(
+        out_dir, before, after, title=title, n_boot=n_boot, seed=seed, stem="before_after", inputs_as=("before", "after")
+    )
 
 
 def scores_markdown(measurement: dict[str, Any]) -> str:
     """One measurement as a table (held-out set x metric), plus its generations."""
-    lines = ["| held-out set | loss | perplexity | bits per byte | tokens | bytes |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, s in measurement["heldout"].items():
-        lines.append(f"| {name} | {s['loss']:.4f} | {s['perplexity']:.2f} | {s['bits_per_byte']:.4f} | {s['tokens']:,} | {s['bytes']:,} |")
-    for g in measurement.get("generations", []):
-        lines.append(f"\n**{g['prompt']}** → {g['output']}")
-    return "\n".join(lines)
+    return heldout_markdown(measurement["heldout"]) + generations_markdown(measurement.get("generations", []))
+
+
+# --------------------------------------------------------------------------- comparison: table, chart, files
+
+
+def _delta_text(r: Row) -> str:
+    text = f"{r.delta:+.2f}" if "perplexity" in r.metric else f"{r.delta:+.4f}"
+    if r.ci_low is None:
+        return f"{text} [n/a]"
+    digits = 2 if "perplexity" in r.metric else 4
+    star = " *" if r.verdict in ("better", "worse") else ""
+    return f"{text} [{r.ci_low:+.{digits}f}, {r.ci_high:+.{digits}f}]{star}"
+
+
+def _who(doc: dict[str, Any]) -> str:
+    meta = doc.get("meta") or {}
+    return (meta.get("model") or "?") + (f" + {meta['adapter']}" if meta.get("adapter") else "")
+
+
+def comparison_markdown(rows: list[Row], summary: Retention, base: dict, adapted: dict, title: str = "", n_boot: int = 0) -> str:
+    """The comparison as markdown: task table (with subjects), held-out table, retention, generations."""
+    conf = rows[0].confidence
+    md = [f"# {title or 'Before / after'}", ""]
+    if base.get("meta") or adapted.get("meta"):
+        md += [f"base: {_who(base)} · adapted: {_who(adapted)}", ""]
+    md += [summary.sentence, ""]
+    tasks = [r for r in rows if r.kind in ("task", "subject")]
+    if tasks:
+        md += ["## Tasks", "", f"| task | metric | n | base | adapted | delta [{conf:.0%} CI] |", "| --- | --- | ---: | ---: | ---: | --- |"]
+        grouped = sorted({r.set for r in rows if r.kind == "subject"})
+        for r in tasks:
+            label = f"{r.label} (mean)" if r.kind == "task" and r.set in grouped else r.label
+            md.append(f"| {label} | {r.metric} | {r.n or ''} | {fmt(r.base, r.metric)} | {fmt(r.adapted, r.metric)} | {_delta_text(r)} |")
+        md.append("")
+        for name in grouped:
+            md += [f"{name} (mean) is the size-weighted mean of its subjects (lm-eval's group default), i.e. pooled over items.", ""]
+    held = [r for r in rows if r.kind == "heldout"]
+    if held:
+        md += ["## Held-out text", "", f"| set | metric | docs | base | adapted | delta [{conf:.0%} CI] | change |"]
+        md.append("| --- | --- | ---: | ---: | ---: | --- | ---: |")
+        for r in held:
+            md.append(
+                f"| {r.label} | {r.metric} | {r.n or ''} | {fmt(r.base, r.metric)} | {fmt(r.adapted, r.metric)} "
+                f"| {_delta_text(r)} | {r.relative_change:+.1%} |"
+            )
+    md += [
+        "",
+        (
+            f"Intervals: paired bootstrap over items ({n_boot:,} resamples), percentile; * = excludes 0; "
+            "n/a = the files hold no per-item values for this metric."
+        ),
+    ]
+    few = sorted({r.label for r in rows if r.ci_low is not None and (r.n or 0) < _FEW_ITEMS})
+    if few:
+        md.append(f"Fewer than {_FEW_ITEMS} items behind {', '.join(few)}: percentile intervals from so few items come out too narrow.")
+    gens = generations_side_by_side(base.get("generations") or [], adapted.get("generations") or [])
+    if gens:
+        md += ["", "## Generations (greedy)", "", gens]
+    return "\n".join(md) + "\n"
+
+
+def generations_side_by_side(base: list[dict[str, str]], adapted: list[dict[str, str]]) -> str:
+    """Each prompt with the base and the adapted output under it (matched by prompt)."""
+    after = {g["prompt"]: g["output"] for g in adapted}
+    return "\n".join(
+        f"**Prompt:** {g['prompt']}\n\n- base: {g['output']}\n- adapted: {after[g['prompt']]}\n"
+        for g in base
+        if g["prompt"] in after
+    )
+
+
+def comparison_chart(rows: list[Row], title: str = ""):
+    """Grouped bars, base vs adapted: one panel per task (primary metric, ± stderr), one for held-out bits per byte."""
+    from matplotlib.figure import Figure  # no pyplot: works headless and leaks no global figures
+
+    panels = [
+        (primary_rows(rows), "score (higher is better)"),
+        ([r for r in rows if r.kind == "heldout" and r.metric == "bits_per_byte"], "bits per byte (lower is better)"),
+    ]
+    panels = [(chosen, ylabel) for chosen, ylabel in panels if chosen]
+    fig = Figure(figsize=(max(6.0, 1.2 * sum(len(c) for c, _ in panels) + 2), 3.8), dpi=100)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=[len(c) + 1 for c, _ in panels])[0]
+    width = 0.38
+    for ax, (chosen, ylabel) in zip(axes, panels):
+        xs = np.arange(len(chosen))
+        for shift, side in ((-width / 2, "base"), (width / 2, "adapted")):
+            errs = [getattr(r, f"{side}_stderr") for r in chosen]
+            yerr = [e if e is not None else 0.0 for e in errs] if any(e is not None for e in errs) else None
+            bars = ax.bar(xs + shift, [getattr(r, side) for r in chosen], width, yerr=yerr, capsize=3, label=side)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+        ticks = [r.label if r.metric in ("acc", "bits_per_byte") else f"{r.label}\n{r.metric}" for r in chosen]
+        ax.set_xticks(xs, ticks, rotation=20 if len(chosen) > 3 else 0, fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.margins(y=0.15)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title or "Before / after continued pretraining", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_comparison(
+    out_dir: str | Path,
+    base: dict[str, Any] | str | Path,
+    adapted: dict[str, Any] | str | Path,
+    title: str = "",
+    n_boot: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    stem: str = "comparison",
+    inputs_as: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``; return the JSON payload.
+
+    ``base``/``adapted`` are results documents or paths to ``results.json``.
+    ``inputs_as`` stores the two documents in the JSON under these keys.
+
+    Example::
+
+        payload = write_comparison("runs/compare", "runs/base/results.json", "runs/adapted/results.json")
+        print(payload["retention"])
+    """
+    names = tuple(str(d) if isinstance(d, (str, Path)) else label for d, label in ((base, "base"), (adapted, "adapted")))
+    base, adapted = (load_results(d) if isinstance(d, (str, Path)) else d for d in (base, adapted))
+    rows = compare_results(base, adapted, n_boot=n_boot, seed=seed, confidence=confidence, names=names)
+    summary = retention(rows, confidence)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {ext: out / f"{stem}.{ext}" for ext in ("json", "md", "png")}
+    payload = {
+        "title": title,
+        "base_meta": base.get("meta"),
+        "adapted_meta": adapted.get("meta"),
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "confidence": confidence, "method": "paired percentile"},
+        "comparison": [r.to_dict() for r in rows],
+        "retention": summary.sentence,
+        "forgetting": summary.forgetting,
+        "retention_detail": summary.to_dict(),
+        "files": {ext: str(p) for ext, p in files.items()},
+    }
+    if inputs_as:
+        payload.update({inputs_as[0]: base, inputs_as[1]: adapted})
+    files["json"].write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
+    files["md"].write_text(comparison_markdown(rows, summary, base, adapted, title, n_boot), encoding="utf-8")
+    comparison_chart(rows, title).savefig(files["png"])
+    log.info("wrote %s, %s and %s", *files.values())
+    return payload

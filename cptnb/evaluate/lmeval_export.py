@@ -1,0 +1,182 @@
+"""Write lm-evaluation-harness task YAMLs that score the kit's tasks exactly as :mod:`cptnb.evaluate.scoring` does.
+
+For each task folder: one YAML over the same JSONL files (``dataset_path: json``
+with absolute ``data_files``), the same prompt template, delimiters, few-shot
+count and split; for a task split by subject (exams_vi), one YAML per subject
+(``process_docs`` keeps the subject's items and dev examples, from a generated
+``utils.py``) and a group YAML whose size-weighted mean is the task score.
+Tasks read from the original ViLLM-Eval files (parquet, ``choices.labels``,
+"MÔN ĐỊA"-style subjects) are first written as normalised JSONL under
+``<out_dir>/data/<task>/``, so both tools see the same items and ids.
+
+Few-shot examples are drawn by lm-eval's own seeded sampler; run it with
+``fewshot_random_seed`` equal to the task's ``fewshot_seed`` (1234, lm-eval's
+default, unless task.yaml says otherwise).
+
+Example::
+
+    export_lm_eval_tasks("data_samples/eval", "runs/lm_eval_tasks")
+    # lm_eval --model hf --model_args pretrained=... --include_path runs/lm_eval_tasks \\
+    #         --tasks exams_vi,wikipediaqa_vi,lambada_vi,comprehension_vi,general_en
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from cptnb.evaluate.tasks import FEWSHOT_DELIMITER, LM_EVAL_DEFAULT_FEWSHOT_SEED, TARGET_DELIMITER, Task, load_tasks
+
+log = logging.getLogger(__name__)
+
+_MC_METRICS = [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm", "acc_bytes")]
+_LAMBADA_METRICS = [
+    {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
+    {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+]
+# The kit's lambada split: the target is what follows the last single space (as lm-eval's lambada_openai).
+_LAMBADA_TEXT = "{{text.split(' ')[:-1]|join(' ')}}"
+_LAMBADA_TARGET = "{{' '+text.split(' ')[-1]}}"
+
+
+class _Function(str):
+    """A ``!function module.name`` reference in lm-eval's YAML dialect."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(_Function, lambda dumper, value: dumper.represent_scalar("!function", str(value)))
+
+
+def _identifier(text: str) -> str:
+    return re.sub(r"\W", "_", text).strip("_") or "task"
+
+
+def _write_jsonl(path: Path, items: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
+    return path
+
+
+def _data_files(task: Task, out_dir: Path, written: list[Path]) -> dict[str, str]:
+    """The files lm-eval reads: the task's own JSONL, or a normalised copy of the original datasets' rows."""
+    if task.schema == "cptnb" and task.test_file.suffix == ".jsonl" and (task.dev_file is None or task.dev_file.suffix == ".jsonl"):
+        files = {"test": task.test_file}
+        if task.dev_file is not None:
+            files["dev"] = task.dev_file
+        return {k: str(Path(v).resolve()) for k, v in files.items()}
+    folder = out_dir / "data" / task.name
+    files = {"test": _write_jsonl(folder / "test.jsonl", task.items)}
+    if task.fewshot_pool:
+        files["dev"] = _write_jsonl(folder / "dev.jsonl", task.fewshot_pool)
+    written += files.values()
+    return {k: str(v.resolve()) for k, v in files.items()}
+
+
+def _task_config(task: Task, name: str, data_files: dict[str, str]) -> dict:
+    config: dict = {
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": data_files},
+        "test_split": "test",
+    }
+    if "dev" in data_files:
+        config["fewshot_split"] = "dev"
+        config["fewshot_config"] = {"sampler": "default"}
+    config["num_fewshot"] = task.num_fewshot
+    if task.description:
+        config["description"] = task.description
+    if task.kind == "lambada":
+        lambada_villm = task.schema == "villm"  # normalised rows carry context/target explicitly
+        config.update(
+            output_type="loglikelihood",
+            doc_to_text="{{context}}" if lambada_villm else _LAMBADA_TEXT,
+            doc_to_target="{{target}}" if lambada_villm else _LAMBADA_TARGET,
+            metric_list=_LAMBADA_METRICS,
+        )
+    else:
+        config.update(
+            output_type="multiple_choice",
+            doc_to_text=task.template,
+            doc_to_target="{{choices.label.index(answerKey)}}",
+            doc_to_choice="{{choices.text}}",
+            target_delimiter=TARGET_DELIMITER,
+            fewshot_delimiter=FEWSHOT_DELIMITER,
+            metric_list=_MC_METRICS,
+        )
+    config["metadata"] = {"version": 1.0, "generated_by": "cptnb", "fewshot_random_seed": task.fewshot_seed}
+    return config
+
+
+def _write_yaml(path: Path, config: dict, source: Path, seed: int) -> Path:
+    header = (
+        f"# Generated by cptnb from {source}; regenerate rather than edit.\n"
+        f"# Same items, prompts and scoring as cptnb.evaluate. Few-shot draws match when lm_eval runs with\n"
+        f"# fewshot_random_seed={seed} (lm-eval's default is {LM_EVAL_DEFAULT_FEWSHOT_SEED}).\n"
+    )
+    text = yaml.dump(config, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
+    path.write_text(header + text, encoding="utf-8")
+    return path
+
+
+def export_lm_eval_tasks(tasks_dir: str | Path | Sequence[Task], out_dir: str | Path) -> list[Path]:
+    """Write lm-eval task YAMLs for the tasks in ``tasks_dir`` (or the given :class:`Task` objects) into ``out_dir``.
+
+    Returns every file written (YAMLs, the group YAML and ``utils.py`` for
+    subject-split tasks, normalised JSONL copies for original-format tasks).
+    Use with ``lm_eval.tasks.TaskManager(include_path=out_dir)``.
+    """
+    tasks = load_tasks(tasks_dir) if isinstance(tasks_dir, (str, Path)) else list(tasks_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    utils_lines: list[str] = []
+    for task in tasks:
+        if task.fewshot_seed != LM_EVAL_DEFAULT_FEWSHOT_SEED:
+            log.warning("%s: few-shot seed %d differs from lm-eval's default; pass fewshot_random_seed=%d to lm_eval",
+                        task.name, task.fewshot_seed, task.fewshot_seed)
+        data_files = _data_files(task, out_dir, written)
+        if not task.split_by_subject:
+            written.append(_write_yaml(out_dir / f"{task.name}.yaml", _task_config(task, task.name, data_files),
+                                       task.path, task.fewshot_seed))
+            continue
+        names = []
+        for subject in task.subjects:
+            name = f"{task.name}_{subject}"
+            function = _identifier(f"keep_{name}")
+            utils_lines += [f"def {function}(dataset):", f"    return _keep_subject(dataset, {subject!r})", "", ""]
+            config = _task_config(task, name, data_files)
+            config["process_docs"] = _Function(f"utils.{function}")
+            written.append(_write_yaml(out_dir / f"{name}.yaml", config, task.path, task.fewshot_seed))
+            names.append(name)
+        group = {
+            "group": task.name,
+            "task": names,
+            "aggregate_metric_list": [{"metric": m["metric"], "aggregation": "mean", "weight_by_size": True}
+                                      for m in _MC_METRICS],
+            "metadata": {"version": 1.0, "generated_by": "cptnb"},
+        }
+        written.append(_write_yaml(out_dir / f"{task.name}_group.yaml", group, task.path, task.fewshot_seed))
+    if utils_lines:
+        head = [
+            '"""Generated by cptnb: keep one subject of a task (test items and dev examples alike)."""',
+            "",
+            "",
+            "def _keep_subject(dataset, subject):",
+            '    return dataset.filter(lambda doc: doc["metadata"]["subject"] == subject)',
+            "",
+            "",
+        ]
+        utils = out_dir / "utils.py"
+        utils.write_text("\n".join(head + utils_lines).rstrip() + "\n", encoding="utf-8")
+        written.append(utils)
+    log.info("wrote %d lm-eval task files to %s", len(written), out_dir)
+    return written
