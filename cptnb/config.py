@@ -14,9 +14,9 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -139,6 +139,9 @@ _NESTED_DATA = {"filters": FilterConfig, "langid": LangIdConfig, "dedup": DedupC
 @dataclass
 class DataConfig(_Section):
     """Where the corpus comes from, how it is cleaned, and how it is cut into training blocks."""
+
+    # Fields holding file/folder paths (Recipe.with_paths_under resolves them against the repository root).
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("sources", "replay_sources", "heldout_domain", "heldout_general", "eval_tasks")
 
     sources: list = _f(["data_samples/vi"], "Domain corpus: files, folders or globs (.jsonl .json .txt .parquet .csv, saved datasets).")
     text_field: str = _f("text", "Field (column) holding the document text in structured sources.")
@@ -274,6 +277,26 @@ class Recipe:
         if not isinstance(values, dict):
             raise ConfigError(["top level must be a mapping with data/model/train/eval sections"], str(path))
         return cls.from_dict(values, where=str(path))
+
+    def with_paths_under(self, root: str | Path) -> "Recipe":
+        """A copy in which each relative data or task path missing from here but present under ``root`` points there.
+
+        Recipe files name data relative to the repository root, while a notebook's
+        working folder is often ``notebooks/`` or Colab's ``/content``. Paths that
+        exist as given, absolute paths and paths found in neither place are kept
+        (reading the last still fails with the path named).
+
+        Example::
+
+            recipe = Recipe.from_yaml("data_samples/recipes/smollm2_vi_lora_cpu.yaml").with_paths_under(repo_root())
+        """
+
+        def fix(paths: list) -> list:
+            return [p if Path(p).is_absolute() or Path(p).exists() or not (Path(root) / p).exists()
+                    else str(Path(root) / p) for p in paths]
+
+        data = replace(self.data, **{name: fix(getattr(self.data, name)) for name in DataConfig.PATH_FIELDS})
+        return replace(self, data=data, eval=replace(self.eval, tasks=fix(self.eval.tasks)))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)

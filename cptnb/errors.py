@@ -36,3 +36,7 @@ class TrainingDivergedError(CptnbError):
 
 class ExportError(CptnbError):
     """An export cannot proceed (missing inputs, unusable adapter) or its reload check failed."""
+
+
+class OutOfMemoryError(CptnbError):
+    """Training or evaluation ran out of GPU or CPU memory; the message lists settings that use less."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from cptnb.config import ModelConfig
 from cptnb.errors import CptnbError, ModelNotAvailableError
+from cptnb.guidance import GPU_ON_COLAB, in_colab, in_kaggle
 from cptnb.model_zoo import ALIASES, resolve_alias
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
 
     backend = choose_backend(cfg)
     dtype = resolve_dtype(cfg.dtype)
+    if not cuda_available() and (in_colab() or in_kaggle()):
+        # A hosted notebook without a GPU usually means the runtime type was left at CPU: say so before the slow part.
+        log.warning("no GPU is visible: this runs on the CPU, many times slower. For a GPU, %s, then run the "
+                    "notebook again from the top.", GPU_ON_COLAB)
     if cfg.method == "qlora" and backend == "transformers" and importlib.util.find_spec("bitsandbytes") is None:
         raise CptnbError("method='qlora' needs bitsandbytes: pip install bitsandbytes")
     source = resolve_source(cfg)

@@ -202,6 +202,13 @@ def structure_problems(notebook: str | Path) -> list[str]:
         )
     elif not re.search(r"^SMOKE\s*=", _source(cells[params]), re.MULTILINE):
         problems.append(f"cell {params}: the parameters cell must define SMOKE")
+    else:
+        # papermill skips a parameter line holding a second '=' (in its comment, say): it is then unlisted in
+        # `papermill --help-notebook` and warned about on every run.
+        for n, line in enumerate(_source(cells[params]).splitlines(), 1):
+            if not line.lstrip().startswith("#") and line.count("=") > 1:
+                problems.append(f"cell {params}, line {n}: more than one '=' (papermill cannot read it; "
+                                f"write ':' in the comment): {line.strip()[:60]}")
     for i in range(params + 1, len(cells)):
         cell, before = cells[i], cells[i - 1]
         if cell.get("cell_type") != "code" or before.get("cell_type") == "markdown":

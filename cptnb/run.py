@@ -19,13 +19,14 @@ from typing import Any
 
 import yaml
 
+from cptnb.checkpoints import check_resumable, resolve_checkpoint
 from cptnb.config import Recipe
 from cptnb.data.documents import Document
 from cptnb.data.pack import pack_documents
 from cptnb.data.pipeline import prepare
 from cptnb.models import cuda_available, load_model, load_tokenizer, resolve_source
 from cptnb.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger
-from cptnb.train import TrainResult, check_resumable, resolve_checkpoint, train
+from cptnb.train import TrainResult, train
 
 log = logging.getLogger(__name__)
 

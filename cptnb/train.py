@@ -16,7 +16,6 @@ DeepSpeed (see :func:`cptnb.launch.strategy_arguments`).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -24,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cptnb.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
 from cptnb.config import TrainConfig
 from cptnb.errors import CptnbError, TrainingDivergedError
+from cptnb.guidance import check_precision, explain_out_of_memory, training_oom_advice
 from cptnb.models import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
 from cptnb.monitor import MetricLogger, NullLogger
 from cptnb.schedules import lr_multiplier, warmup_steps_for
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 # Trainable parameters are checked for movement after this many optimizer steps of a run
 # (LoRA A matrices get their first gradient on step 2, when B is no longer zero).
 TRAINABLE_CHECK_STEP = 2
-# Written last into a checkpoint by transformers' Trainer: its presence marks a complete checkpoint.
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -221,66 +220,6 @@ def _callbacks(loaded: LoadedModel, logger: MetricLogger, tokens_per_step: int, 
     return [CptCallback()]
 
 
-def checkpoint_step(checkpoint: Path) -> int | None:
-    """The optimizer step a checkpoint holds, or None when it is incomplete (killed while saving)."""
-    try:
-        return int(json.loads((Path(checkpoint) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))["global_step"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The newest ``checkpoint-N`` in ``output_dir`` whose trainer state was fully written.
-
-    transformers' own ``get_last_checkpoint`` picks the highest number even when a
-    SIGKILL interrupted its saving, and resuming from it then fails.
-    """
-    numbered = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    for path in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
-        if checkpoint_step(path) is not None:
-            return path
-        log.warning("%s is incomplete (no readable %s; killed while saving?): skipped", path, TRAINER_STATE_FILE)
-    return None
-
-
-def resolve_checkpoint(output_dir: str | Path, resume: bool | str) -> Path | None:
-    """Which checkpoint ``resume`` means: None (start afresh), the last complete one, or a given path.
-
-    ``resume`` is False, True / "auto" (the last complete checkpoint in ``output_dir``,
-    or a fresh start when there is none), or the path of a checkpoint folder.
-    """
-    if resume is False or resume is None or resume == "":
-        return None
-    if resume is True or resume == "auto":
-        found = last_complete_checkpoint(Path(output_dir))
-        if found is None:
-            log.info("resume: no complete checkpoint in %s, starting from step 0", output_dir)
-        return found
-    path = Path(resume)
-    if checkpoint_step(path) is None:
-        raise CptnbError(
-            f"cannot resume from {path}: it is not a complete checkpoint (no readable {TRAINER_STATE_FILE}). "
-            f"Pass a checkpoint-N folder written by a previous run, or resume='auto' for the last complete one."
-        )
-    return path
-
-
-def check_resumable(checkpoint: Path | None, cfg: TrainConfig) -> int:
-    """The step ``checkpoint`` holds (0 for none); an error when it already reached ``cfg.max_steps``.
-
-    transformers would otherwise run one step past the end and log it.
-    """
-    if checkpoint is None:
-        return 0
-    step = checkpoint_step(checkpoint) or 0
-    if 0 < cfg.max_steps <= step:
-        raise CptnbError(
-            f"{checkpoint} is at step {step} and train.max_steps is {cfg.max_steps}: that run is complete. "
-            "Raise train.max_steps to train further, or leave out resume (or pick a new output_dir) to start over."
-        )
-    return step
-
-
 def train(
     loaded: LoadedModel,
     train_dataset,
@@ -311,6 +250,7 @@ def train(
     logger = logger or NullLogger()
     block = len(train_dataset[0]["input_ids"])
     precision = resolve_precision(cfg.precision)
+    check_precision(precision)
     evaluating = bool(eval_datasets) and cfg.eval_steps > 0
     strategy = strategy_arguments(cfg, loaded.method, world_size_from_env())
     args = SFTConfig(
@@ -369,7 +309,13 @@ def train(
     resumed_from_step = check_resumable(checkpoint, cfg)
     if checkpoint:
         log.info("resuming from %s (step %d of %d)", checkpoint, resumed_from_step, cfg.max_steps)
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    def oom_advice() -> list[str]:  # called only after a failure, when the last checkpoint is known
+        return training_oom_advice(cfg, loaded.method, block, last_complete_checkpoint(Path(cfg.output_dir)))
+
+    stage = f"training ({loaded.method}, micro-batches of {cfg.per_device_batch_size} x {block} tokens)"
+    with explain_out_of_memory(stage, oom_advice):
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if evaluating and trainer.state.global_step % cfg.eval_steps:
         # The last step was not an eval step: measure the end point too.
         final_eval = trainer.evaluate()

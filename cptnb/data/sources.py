@@ -53,7 +53,9 @@ def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
         else:
             found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
         if not found:
-            raise DataError(f"{spec}: no such file, or no {'/'.join(SUFFIXES)} files in it; check the path")
+            # In a notebook the current folder is often notebooks/ or /content, not the repository root.
+            relative = "" if path.is_absolute() else f" (read relative to the current folder {Path.cwd()})"
+            raise DataError(f"{spec}: no such file, or no {'/'.join(SUFFIXES)} files in it{relative}; check the path")
         files += found
     return files
 

@@ -25,6 +25,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, rep
                 repetition_penalty=repetition_penalty,
                 pad_token_id=tokenizer.pad_token_id,
             )
-            outputs.append(tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+            # No WordPiece-style clean-up: it would drop spaces before punctuation the model did generate.
+            outputs.append(tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True,
+                                            clean_up_tokenization_spaces=False).strip())
     model.train(was_training)
     return outputs

@@ -16,6 +16,7 @@ from cptnb.evaluate.report import evenly, measure
 from cptnb.evaluate.results import build_results, write_results
 from cptnb.evaluate.scoring import evaluate_tasks
 from cptnb.evaluate.tasks import Task, load_tasks
+from cptnb.guidance import evaluation_oom_advice, explain_out_of_memory
 
 
 def tasks_from(cfg: EvalConfig, only: list[str] | None = None) -> list[Task]:
@@ -57,8 +58,9 @@ def evaluate_model(
     """
     tasks = tasks if tasks is not None else tasks_from(cfg)
     limit = cfg.limit or None
-    scored = evaluate_tasks(model, tokenizer, tasks, batch_size=cfg.batch_size, limit=limit)
-    measured = measure(model, tokenizer, heldout or {}, cfg) if (heldout or cfg.prompts) else {}
+    with explain_out_of_memory("evaluation", lambda: evaluation_oom_advice(cfg)):
+        scored = evaluate_tasks(model, tokenizer, tasks, batch_size=cfg.batch_size, limit=limit)
+        measured = measure(model, tokenizer, heldout or {}, cfg) if (heldout or cfg.prompts) else {}
     doc = build_results(
         {name: result.to_dict() for name, result in scored.items()},
         measured.get("heldout"),

@@ -204,11 +204,15 @@ def _warnings(p: Plan, recipe: Recipe, shape: ModelShape, hw: Hardware) -> tuple
     else:
         need = _needed(p.chosen, hw)
         if need > OOM_SHARE * p.available_memory_bytes:
-            fixes = "; ".join(_advice(recipe, shape, hw, p.available_memory_bytes))
+            fits, short = _advice(recipe, shape, hw, p.available_memory_bytes)
             available = p.available_memory_bytes
+            options = f"Each of these fits alone: {'; '.join(fits)}." if fits else \
+                "No single change fits: combine several, or use a larger device or more devices."
+            if short:
+                options += f" Not enough alone: {'; '.join(short)}."
             warnings.append(
                 f"likely out of memory: {cfg.method} needs about {_fmt(need)} per device but {_fmt(available)} is "
-                f"available ({100 * need / available:.0f}%). Options: {fixes or 'a larger device'}."
+                f"available ({100 * need / available:.0f}%). {options}"
             )
     if hw.num_devices > 1 and train.zero_stage and train.distributed_backend != "deepspeed":
         warnings.append(f"train.zero_stage={train.zero_stage} has no effect with distributed_backend="
@@ -217,7 +221,8 @@ def _warnings(p: Plan, recipe: Recipe, shape: ModelShape, hw: Hardware) -> tuple
         warnings.append(f"blocks of {p.block_tokens} tokens exceed the model's max_position_embeddings "
                         f"({shape.max_position_embeddings}); lower model.max_seq_len_tokens")
     if cfg.method == "qlora" and hw.device != "cuda":
-        warnings.append("qlora needs a CUDA GPU and bitsandbytes; on CPU use method: lora")
+        warnings.append("qlora on a CPU runs (bitsandbytes) but dequantizes every weight at every step: slower than "
+                        "lora, to save memory a CPU rarely lacks; use method: lora here, qlora on a GPU")
     if p.dataset_blocks is not None and p.dataset_blocks * p.block_tokens < p.tokens_per_step:
         warnings.append(f"one optimizer step wants {p.tokens_per_step:,} tokens but the dataset holds "
                         f"{p.dataset_blocks * p.block_tokens:,}; lower per_device_batch_size or "
@@ -235,8 +240,8 @@ def _warnings(p: Plan, recipe: Recipe, shape: ModelShape, hw: Hardware) -> tuple
     return warnings, notes
 
 
-def _advice(recipe: Recipe, shape: ModelShape, hw: Hardware, available: float) -> list[str]:
-    """Concrete changes, each with the memory it would need; those that fit come first."""
+def _advice(recipe: Recipe, shape: ModelShape, hw: Hardware, available: float) -> tuple[list[str], list[str]]:
+    """Concrete changes, each with the memory it would need: ``(those that fit, those that do not)``, smallest first."""
     train, cfg = recipe.train, recipe.model
     options: list[tuple[str, Recipe, str | None]] = []
     if not train.gradient_checkpointing:
@@ -265,8 +270,10 @@ def _advice(recipe: Recipe, shape: ModelShape, hw: Hardware, available: float) -
     rated = []
     for text, changed, method in options:
         need = _needed(estimate_memory(shape, changed, method=method, hardware=hw, shape=shape), hw)
-        rated.append((need > OOM_SHARE * available, need, f"{text} -> {_fmt(need)}"))
-    return [text for _, _, text in sorted(rated)]
+        rated.append((need, f"{text} -> {_fmt(need)}"))
+    rated.sort()
+    return ([t for need, t in rated if need <= OOM_SHARE * available],
+            [t for need, t in rated if need > OOM_SHARE * available])
 
 
 # --- rendering -------------------------------------------------------------------------------------------------

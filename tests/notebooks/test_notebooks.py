@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from cptnb.config import Recipe
 from cptnb.notebook_display import RunResult, forgetting_verdict, markdown_table
 from cptnb.notebooks import (
     NOTEBOOK_DIR,
@@ -87,6 +89,15 @@ def test_structure_checker_accepts_a_good_notebook_and_names_each_fault(tmp_path
 
     strip_outputs(path)
     assert "committed with" not in "\n".join(structure_problems(path))
+
+
+def test_a_parameter_line_papermill_cannot_read_is_named(tmp_path):
+    cells = _good_cells()
+    cells[2].source = "SMOKE = False\n# a comment = fine\nSTEPS = 3  # 0 = as many as the data allows"
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(_notebook(cells), str(path))
+    assert structure_problems(path) == ["cell 2, line 3: more than one '=' (papermill cannot read it; write ':' in "
+                                        "the comment): STEPS = 3  # 0 = as many as the data allows"]
 
 
 def test_install_cell_must_come_first(tmp_path):
@@ -236,11 +247,83 @@ def _check_export(out: Path) -> None:
     assert (out / "smoke_run" / "before_after.md").is_file()  # the evaluation the notebook measured for the card
 
 
+def _executed_text(out: Path, name: str) -> str:
+    """Every output of the executed notebook, as one string (markdown tables included)."""
+    texts = []
+    for cell in nbformat.read(str(out / f"{name}.ipynb"), as_version=4).cells:
+        for output in cell.get("outputs", []):
+            texts += [output.get("text", ""), *(str(v) for v in output.get("data", {}).values())]
+    return "\n".join(texts)
+
+
+def _train_losses(metrics: Path) -> dict[int, float]:
+    events = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    steps = [e["step"] for e in events if "train_loss" in e]
+    assert len(steps) == len(set(steps)), f"{metrics}: a step logged twice"
+    return {e["step"]: e["train_loss"] for e in events if "train_loss" in e}
+
+
+def _check_train(out: Path) -> None:
+    for name in ("recipe.yaml", "metrics.jsonl", "loss.png", "loss_whole_run.png", "adapter/adapter_config.json",
+                 "data/report.json"):
+        assert (out / name).is_file(), name
+    recipe = Recipe.from_yaml(out / "recipe.yaml")  # the written recipe reruns this training from a terminal
+    assert (recipe.model.name, recipe.train.max_steps, recipe.train.output_dir) == ("tiny-llama", 8, str(out))
+    # One curve over two sessions: every step once, although steps 4-5 were trained before and after the disconnect.
+    losses = _train_losses(out / "metrics.jsonl")
+    assert sorted(losses) == list(range(1, 9)) and all(math.isfinite(v) for v in losses.values())
+    executed = _executed_text(out, "02_train")
+    assert "session lost during step 5" in executed
+    assert "resumed from checkpoint-3: this session trained steps 4 to 8" in executed
+    # The steps trained twice give the same losses: data order and random state were restored, not restarted.
+    replayed = re.findall(r"^\| ([45]) \| [\d.,]+ \| [\d.,]+ \| ([\d.e+-]+) \|$", executed, flags=re.M)
+    assert [step for step, _ in replayed] == ["4", "5"], replayed
+    assert all(float(difference) < 1e-4 for _, difference in replayed), replayed
+
+
+def _check_evaluate(out: Path) -> None:
+    for name in ("base/results.json", "adapted/results.json", "comparison.md", "comparison.png", "comparison.json",
+                 "cpt/adapter/adapter_config.json", "lm_eval_tasks/exams_vi_group.yaml"):
+        assert (out / name).is_file(), name
+    payload = json.loads((out / "comparison.json").read_text(encoding="utf-8"))
+    rows = payload["comparison"]
+    acc = {r["set"]: r for r in rows if r["kind"] == "task" and r["metric"] == "acc"}
+    assert set(acc) == {"lambada_vi", "wikipediaqa_vi", "exams_vi", "comprehension_vi", "general_en"}
+    # LIMIT = 3 in smoke mode: three items per task, three per exams_vi subject, the same for both models.
+    assert {name: r["n"] for name, r in acc.items()} == {"lambada_vi": 3, "wikipediaqa_vi": 3, "exams_vi": 21,
+                                                         "comprehension_vi": 3, "general_en": 3}
+    assert len({r["subject"] for r in rows if r["kind"] == "subject"}) == 7
+    for r in acc.values():
+        assert r["ci_low"] <= r["delta"] <= r["ci_high"], r
+    assert acc["general_en"]["role"] == "general" and acc["lambada_vi"]["role"] == "domain"
+    bits = {r["set"]: r for r in rows if r["kind"] == "heldout" and r["metric"] == "bits_per_byte"}
+    assert set(bits) == {"domain", "general"}
+    assert bits["domain"]["adapted"] < bits["domain"]["base"]  # training on Vietnamese: Vietnamese got cheaper
+    assert payload["retention"] and payload["adapted_meta"]["adapter"].endswith("adapter")
+    base, adapted = (json.loads((out / f"{w}/results.json").read_text(encoding="utf-8")) for w in ("base", "adapted"))
+    moved = [b["loglikelihoods"] != a["loglikelihoods"] for b, a in
+             zip(base["tasks"]["wikipediaqa_vi"]["items"], adapted["tasks"]["wikipediaqa_vi"]["items"])]
+    assert all(moved), "the adapter changed no log-likelihood: the adapted model is the base"
+
+
+def _check_multi_gpu(out: Path) -> None:
+    for name in ("loss.png", "2_processes/metrics.jsonl", "2_processes/launch.log", "1_process/metrics.jsonl"):
+        assert (out / name).is_file(), name
+    two, one = (_train_losses(out / run / "metrics.jsonl") for run in ("2_processes", "1_process"))
+    assert sorted(two) == sorted(one) == list(range(1, 7))
+    # Two processes x 2 blocks and one process x 2 accumulation see the same global batch: the same curve.
+    assert max(abs(two[s] - one[s]) for s in two) < 1e-5
+    assert "largest loss difference over 6 steps" in _executed_text(out, "06_multi_gpu")
+
+
 CHECKS = {
     "00_quickstart": ({}, _check_quickstart),
     "01_corpus": ({}, _check_corpus),
+    "02_train": ({}, _check_train),
+    "03_evaluate": ({}, _check_evaluate),
     "04_forgetting": ({}, _check_forgetting),
     "05_export": ({}, _check_export),
+    "06_multi_gpu": ({}, _check_multi_gpu),
 }
 
 

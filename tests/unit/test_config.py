@@ -51,3 +51,22 @@ def test_embedding_learning_rate_defaults_to_a_tenth():
 def test_every_field_has_help():
     for section in (ModelConfig, TrainConfig, DataConfig):
         assert all(section.help().values()), section
+
+
+def test_recipe_paths_are_read_under_the_repository_root_from_any_working_folder(tmp_path, monkeypatch):
+    root = tmp_path / "repo"
+    (root / "data_samples" / "vi").mkdir(parents=True)
+    (root / "data_samples" / "eval").mkdir()
+    here = tmp_path / "notebooks"  # where Jupyter starts the kernel
+    (here / "local.jsonl").parent.mkdir()
+    (here / "local.jsonl").write_text("{}\n")
+    monkeypatch.chdir(here)
+    recipe = Recipe(data=DataConfig(sources=["data_samples/vi", "local.jsonl", "missing/*.jsonl", "/abs/x.jsonl"],
+                                    heldout_domain=[], heldout_general=[]))
+    fixed = recipe.with_paths_under(root)
+    # Found under the root: rewritten; present here, absolute, or nowhere: kept, so a reader's error names it as given.
+    assert fixed.data.sources == [str(root / "data_samples/vi"), "local.jsonl", "missing/*.jsonl", "/abs/x.jsonl"]
+    assert fixed.eval.tasks == [str(root / "data_samples/eval")]
+    assert recipe.data.sources[0] == "data_samples/vi"  # a copy: the original recipe is unchanged
+    # Every list-valued data field holds paths: a new one must be added to PATH_FIELDS too.
+    assert set(DataConfig.PATH_FIELDS) == {f for f, v in DataConfig().to_dict().items() if isinstance(v, list)}

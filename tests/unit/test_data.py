@@ -62,9 +62,13 @@ def test_undecodable_file_is_reported_or_counted(tmp_path):
     assert drops.by_reason() == {"undecodable_file": 1}
 
 
-def test_missing_path_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
+def test_missing_path_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match="no such file") as err:
         list(read_documents([tmp_path / "nope.jsonl"]))
+    assert "current folder" not in str(err.value)  # an absolute path needs no hint
+    monkeypatch.chdir(tmp_path)  # a notebook started in notebooks/ reading "data_samples/vi"
+    with pytest.raises(DataError, match=f"data_samples/vi: no such file.*relative to the current folder {tmp_path}"):
+        list(read_documents(["data_samples/vi"]))
 
 
 class _CharTokenizer:

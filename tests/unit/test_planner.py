@@ -1,5 +1,6 @@
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from cptnb.planner import (
     steps_for,
     trainable_params,
 )
+from cptnb.planner.memory import OOM_SHARE
 
 SEED_RECIPE = REPO_ROOT / "data_samples" / "recipes" / "llama32_1b_vi_full_8gpu.yaml"
 # Llama-3.2-1B's published shape (its config.json on the hub), enough to build it on the meta device.
@@ -243,14 +245,37 @@ def test_sharding_divides_per_device_memory_by_the_device_count(llama_dir):
 # --- the plan -------------------------------------------------------------------------------------------------
 
 
+def _bytes(number: str, unit: str) -> float:
+    return float(number) * {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}[unit]
+
+
 def test_out_of_memory_warning_appears_only_when_memory_is_short():
     recipe = recipe_for("tiny-llama")
     short = plan(recipe, available_memory_bytes=8 * 2**20, measure=False, device="cpu", num_devices=1)
     assert short.chosen.total_bytes > 8 * 2**20
     oom = [w for w in short.warnings if "out of memory" in w]
     assert len(oom) == 1 and "gradient_checkpointing" in oom[0] and "per_device_batch_size: 2" in oom[0]
+    assert "No single change fits" in oom[0]  # 8 MiB: nothing fits a model that needs hundreds
     roomy = plan(recipe, available_memory_bytes=2**40, measure=False, device="cpu", num_devices=1)
     assert not [w for w in roomy.warnings if "out of memory" in w]
+
+
+def _options(text: str) -> list[float]:
+    return [_bytes(n, unit) for n, unit in re.findall(r" -> ([\d.]+) (KiB|MiB|GiB)", text)]
+
+
+def test_out_of_memory_options_that_fit_are_told_apart_from_those_that_do_not():
+    recipe = recipe_for("tiny-llama")
+    need = plan(recipe, available_memory_bytes=2**40, measure=False, device="cpu", num_devices=1).chosen.total_bytes
+    just_short = need / OOM_SHARE * 0.995  # a little too small for the recipe as it is
+    p = plan(recipe, available_memory_bytes=just_short, measure=False, device="cpu", num_devices=1)
+    [oom] = [w for w in p.warnings if "out of memory" in w]
+    fits, _, short = oom.partition(" Not enough alone: ")
+    assert "Each of these fits alone:" in fits and _options(fits), oom
+    rounding = 0.05 * 2**20  # sizes are printed to a tenth of a MiB
+    assert all(b <= OOM_SHARE * just_short + rounding for b in _options(fits)), oom
+    assert all(b > OOM_SHARE * just_short - rounding for b in _options(short)), oom
+    assert _options(fits) == sorted(_options(fits))  # cheapest first
 
 
 def test_warm_up_times_real_steps_and_leaves_the_model_as_it_was(tiny, blocks):
