@@ -82,7 +82,7 @@ def explain_out_of_memory(stage: str, advice: Callable[[], list[str]]) -> Iterat
         steps = "\n".join(f"  {i}. {line}" for i, line in enumerate(advice(), 1))
         raise OutOfMemoryError(
             f"out of memory during {stage} on {_device_memory()} ({first_line}).\n"
-            f"Change one setting and run again, cheapest first:\n{steps}\n"
+            f"Change one of these and run again:\n{steps}\n"
             "In a notebook, memory held by an earlier model stays taken until it is deleted: "
             "`del model; import gc; gc.collect()`, or restart the kernel/runtime and run from the top."
         ) from None
@@ -97,8 +97,9 @@ def training_oom_advice(cfg, method: str, block_tokens: int, last_checkpoint: Pa
     if not cfg.gradient_checkpointing:
         advice.append("train.gradient_checkpointing: true (activations recomputed in the backward pass, ~30% slower)")
     if batch > 1:
-        advice.append(f"train.per_device_batch_size: {batch // 2} and train.gradient_accumulation_steps: "
-                      f"{accumulation * 2} (same tokens per step, same result, a little slower)")
+        micro = batch // 2 if batch % 2 == 0 else 1  # a divisor of batch keeps the tokens per step exactly
+        advice.append(f"train.per_device_batch_size: {micro} and train.gradient_accumulation_steps: "
+                      f"{accumulation * batch // micro} (same tokens per step, same result, a little slower)")
     if method == "lora" and torch.cuda.is_available():
         advice.append("model.method: qlora (the frozen weights in 4 bits: about a quarter of their memory)")
     if method == "full":

@@ -50,6 +50,8 @@ def test_training_advice_names_each_setting_with_its_new_value(tmp_path):
     assert "train.per_device_batch_size: 4 and train.gradient_accumulation_steps: 4" in advice  # same global batch
     assert "model.method: lora" in advice and "model.max_seq_len_tokens: 512" in advice
     assert f"continue from {tmp_path / 'checkpoint-40'} with resume=True" in advice
+    odd = training_oom_advice(TrainConfig(per_device_batch_size=3, gradient_accumulation_steps=2), "lora", 256, None)
+    assert "train.per_device_batch_size: 1 and train.gradient_accumulation_steps: 6" in "\n".join(odd)
     lean = training_oom_advice(TrainConfig(per_device_batch_size=1, gradient_checkpointing=True), "lora", 64, None)
     assert not any("gradient_checkpointing" in a or "per_device_batch_size" in a or "resume" in a for a in lean)
     assert any("max_seq_len_tokens: 64" in a for a in lean)  # never below 64 tokens
