@@ -185,7 +185,7 @@ Scores identical: **{'yes' if r['comparison']['identical'] else 'NO'}** — ever
 Notes:
 - Where the speed comes from: lm-eval runs `context + choice` once per choice; cptnb runs each item's context once with a KV cache and only the choice tokens on top ({r['forward_tokens']['lm_eval'] / max(1, r['forward_tokens']['cptnb']):.1f}x fewer tokens here), batched across items.
 - lm-eval's wall time includes its own per-run overhead (reading the exported JSONL with `datasets`, environment info); its model-phase time alone is in the table.
-- The machine is shared: the load average was {r['load_average']['start']} at the start and {r['load_average']['end']} at the end on {r['machine']['logical_cpus']} logical CPUs, so wall times are noisy; CPU-time throughput is the steadier comparison.
+- Load average {r['load_average']['start']} at the start and {r['load_average']['end']} at the end on {r['machine']['logical_cpus']} logical CPUs: where it exceeds the CPU count other work shared the machine, so wall times are noisy and CPU-time throughput is the steadier comparison.
 
 Machine and versions:
 
