@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from cptnb.config import DataConfig
 from cptnb.data import decontam, dedup
 from cptnb.data.clean import clean_documents
@@ -123,7 +125,11 @@ class CorpusStream:
         read = Tap("read")
         per_document = [Tap(name) for name in self.stages.names]
         self.taps += [read, *per_document]
-        docs = read(read_documents(self.sources, cfg.text_field, cfg.on_error, self.drops, cfg.txt_mode, self.files_read))
+        docs = read_documents(self.sources, cfg.text_field, cfg.on_error, self.drops, cfg.txt_mode, self.files_read)
+        # Every stage down to packing pulls from this stream, so one bar over the documents read shows the whole
+        # preparation moving (the total is unknown: sources are streamed).
+        docs = read(tqdm(docs, desc=f"preparing {self.language or 'text'} documents", unit=" docs", leave=False,
+                         disable=not self.sources))
         docs = self._per_document(chunked(docs, cfg.chunk_docs), per_document)
         for name, stage in self._corpus_stages():
             tap = Tap(name)

@@ -129,3 +129,15 @@ def test_workers_write_the_same_corpus_and_report(prepared, tiny, tmp_path):
     assert again.packed.dataset["input_ids"] == result.packed.dataset["input_ids"]
     assert dataclasses.replace(again.packed, dataset=None) == dataclasses.replace(result.packed, dataset=None)
     assert (tmp_path / "out2" / "heldout_domain.jsonl").read_text() == (out / "heldout_domain.jsonl").read_text()
+
+
+def test_preparation_shows_progress_per_corpus(prepared, tiny, tmp_path, capsys):
+    from cptnb.config import DataConfig
+
+    _, _, planted = prepared
+    capsys.readouterr()
+    prepare(DataConfig(**result_config(planted)), tiny(method="full").tokenizer, tmp_path / "out3", block_tokens=128)
+    bars = capsys.readouterr().err
+    # One bar per corpus (domain and replay), advancing as the stages pull documents through.
+    assert "preparing vi documents" in bars and "preparing en documents" in bars
+    assert " docs" in bars.split("preparing vi documents", 1)[1]
