@@ -288,12 +288,15 @@ class Recipe:
 
         Example::
 
-            recipe = Recipe.from_yaml("data_samples/recipes/smollm2_vi_lora_cpu.yaml").with_paths_under(repo_root())
+            recipe = Recipe.from_yaml(REPO_ROOT / "data_samples/recipes/smollm2_vi_lora_cpu.yaml").with_paths_under(REPO_ROOT)
         """
 
+        def moved(p) -> bool:  # sources may also hold `datasets` objects: only paths move
+            return isinstance(p, (str, Path)) and not Path(p).is_absolute() and not Path(p).exists() \
+                and (Path(root) / p).exists()
+
         def fix(paths: list) -> list:
-            return [p if Path(p).is_absolute() or Path(p).exists() or not (Path(root) / p).exists()
-                    else str(Path(root) / p) for p in paths]
+            return [str(Path(root) / p) if moved(p) else p for p in paths]
 
         data = replace(self.data, **{name: fix(getattr(self.data, name)) for name in DataConfig.PATH_FIELDS})
         return replace(self, data=data, eval=replace(self.eval, tasks=fix(self.eval.tasks)))
