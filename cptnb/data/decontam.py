@@ -38,6 +38,7 @@ import numpy as np
 
 from cptnb.configbase import Section, option
 from cptnb.data.documents import Document, DropCounter
+from cptnb.data.sources import read_records
 from cptnb.data.textkey import gram_hashes, gram_hashes_by_length, word_hashes
 from cptnb.errors import DataError
 
@@ -191,25 +192,11 @@ def _choice_texts(choices: Any, where: str) -> list[str]:
 
 
 def _read_items(path: Path) -> Iterator[list[str]]:
-    """Per item of a JSONL task file, its texts; a bad line raises DataError naming file:line."""
+    """Per item of a task file, its texts; a bad line raises DataError naming file:line."""
     if not path.is_file():
         raise DataError(f"{path}: evaluation task file not found; check the path (DataConfig.eval_tasks)")
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: not valid UTF-8 ({err.reason}); re-save the file as UTF-8") from None
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{where}: not valid JSON ({err.msg}, column {err.colno}); each line must be one JSON object"
-                ) from None
-            yield _item_texts(item, where)
+    for where, item in read_records(path):
+        yield _item_texts(item, where)
 
 
 def _expand(task_paths: Iterable[Path | str]) -> list[Path]:

@@ -260,3 +260,49 @@ def read_documents(
         yield from reader.dataset(source, _dataset_name(source))
     for path in expand_paths(paths):
         yield from reader.read(path)
+
+
+def read_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for each record of a .jsonl / .json / .parquet file of structured items.
+
+    For evaluation task files (their loader and decontamination read them alike).
+    ``where`` is ``file:line``, ``file:item N`` or ``file:row N``; an unreadable
+    file or line raises :class:`DataError` naming it.
+    """
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except (OSError, pa.ArrowException) as err:
+            raise DataError(f"{path}: not a readable parquet file ({err}); re-export it") from None
+        for i, row in enumerate(table.to_pylist()):
+            yield f"{path}:row {i}", row
+        return
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); re-save the file as UTF-8"
+        ) from None
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); fix the file") from None
+        for i, row in enumerate(rows):
+            yield f"{path}:item {i}", row
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(
+                f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno}); each line must be one JSON object"
+            ) from None
+        yield f"{path}:{lineno}", row

@@ -29,11 +29,9 @@ Example::
 from __future__ import annotations
 
 import functools
-import json
 import random
 import re
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from typing import Any
 import yaml
 
 from cptnb.configbase import Section, choice, option, positive
+from cptnb.data.sources import read_records
 from cptnb.errors import ConfigError, DataError
 
 KINDS = ("multiple_choice", "lambada")
@@ -142,45 +141,7 @@ class Task:
     dev_file: Path | None = None
 
 
-# ---------------------------------------------------------------- reading rows
-
-
-def _rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, row) for each record of a .jsonl/.json/.parquet file; where is 'file:line' or 'file:row N'."""
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except (OSError, pa.ArrowException) as err:
-            raise DataError(f"{path}: not a readable parquet file ({err}); re-export it") from None
-        for i, row in enumerate(table.to_pylist()):
-            yield f"{path}:row {i}", row
-        return
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start}); re-save the file as UTF-8") from None
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); fix the file") from None
-        for i, row in enumerate(rows):
-            yield f"{path}:item {i}", row
-        return
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno}); each line must be one JSON object"
-            ) from None
-        yield f"{path}:{lineno}", row
+# ---------------------------------------------------------------- normalising rows
 
 
 def subject_slug(value: Any) -> str:
@@ -309,7 +270,7 @@ def _load_split(files: list[Path], kind: str, task: str, split: str) -> tuple[li
     make = _lambada_item if kind == "lambada" else _mc_item
     items, schemas, seen = [], set(), {}
     for path in files:
-        for where, row in _rows(path):
+        for where, row in read_records(path):
             item, schema = make(row, where, task, split, len(items))
             if item["id"] in seen:
                 raise DataError(f"{where}: id {item['id']!r} already used at {seen[item['id']]}; ids must be unique")
@@ -320,7 +281,7 @@ def _load_split(files: list[Path], kind: str, task: str, split: str) -> tuple[li
 
 
 def _infer_kind(files: list[Path]) -> str:
-    for _, row in _rows(files[0]):
+    for _, row in read_records(files[0]):
         return "multiple_choice" if isinstance(row, dict) and "choices" in row else "lambada"
     return "multiple_choice"
 
