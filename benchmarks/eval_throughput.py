@@ -45,6 +45,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # sibling helpers, however the script is started
+from _machine import cpu_model  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -138,16 +140,6 @@ def compare(ours: dict, theirs: dict) -> dict:
                           "lm_eval": {m: agg[f"{m},none"] for m in result.metrics}}
     return {"identical": not mismatches and worst <= 1e-4, "max_abs_loglikelihood_diff": worst,
             "mismatches": mismatches, "per_task": per_task}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def write_markdown(path: Path, r: dict) -> None:
@@ -263,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
         "goal_ratio": GOAL_RATIO,
         "comparison": compare(ours, theirs),
         "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
-        "machine": {"cpu": _cpu_name(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "platform": platform.platform()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
                      "peft": peft.__version__, "lm_eval": getattr(lm_eval, "__version__", "0.4.13")},
         "command": " ".join([".venv/bin/python", "benchmarks/eval_throughput.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -67,6 +67,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))  # sibling helpers, however the script is started
+from _machine import cpu_model  # noqa: E402
 
 SEED = 20261123
 FULL_DOCS = 50_000
@@ -544,16 +546,6 @@ def _ver(pkg: str) -> str:
         return "not installed"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _stage_cell(s: dict) -> str:
     st = s["stages_s"]
     if "worker_stage_s" in s:
@@ -824,7 +816,7 @@ def main() -> None:
             "dedup_config": {"threshold": cfg.dedup.threshold, "ngram_words": cfg.dedup.ngram_words,
                              "num_perm": cfg.dedup.num_perm},
             "machine": {
-                "cpu": _cpu_model(),
+                "cpu": cpu_model(),
                 "cpu_count": os.cpu_count(),
                 "load_at_start": load,
                 "python": platform.python_version(),
