@@ -77,7 +77,7 @@ def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
-def _trl_fused_loss_available() -> bool:
+def trl_fused_loss_available() -> bool:
     """TRL computes the SFT loss with Triton kernels; they import only where Triton and a GPU exist."""
     if not cuda_available():
         return False
@@ -93,7 +93,7 @@ def _trainer_class():
     from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME
     from trl import SFTTrainer
 
-    fused_loss_available = _trl_fused_loss_available()
+    fused_loss_available = trl_fused_loss_available()
 
     class CptTrainer(SFTTrainer):
         """SFTTrainer with an embedding learning rate and the kit's LR schedule."""

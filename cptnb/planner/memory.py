@@ -120,7 +120,7 @@ def resolve_hardware(recipe: Recipe, device: str = "auto", num_devices: int | No
     (shipped with PyTorch's Linux CUDA builds), hence TRL's chunked loss.
     """
     from cptnb.models import resolve_dtype
-    from cptnb.train import _trl_fused_loss_available, resolve_precision
+    from cptnb.train import resolve_precision, trl_fused_loss_available
 
     here = "cuda" if cuda_available() else "cpu"
     device = here if device == "auto" else device
@@ -133,7 +133,7 @@ def resolve_hardware(recipe: Recipe, device: str = "auto", num_devices: int | No
     if device == here:
         precision = resolve_precision(recipe.train.precision)
         weight_bytes = resolve_dtype(recipe.model.dtype).itemsize
-        fused = _trl_fused_loss_available()
+        fused = trl_fused_loss_available()
     else:
         gpu = device == "cuda"
         precision = recipe.train.precision if recipe.train.precision != "auto" else ("bf16" if gpu else "fp32")

@@ -17,6 +17,7 @@ import nbformat
 import pytest
 
 from cptnb.config import Recipe
+from cptnb.monitor import read_metrics
 from cptnb.notebook_display import RunResult, forgetting_verdict, markdown_table
 from cptnb.notebooks import (
     NOTEBOOK_DIR,
@@ -181,7 +182,7 @@ def _check_quickstart(out: Path) -> None:
     # Training on Vietnamese must make held-out Vietnamese cheaper to encode.
     assert scores[("domain", "bits_per_byte")]["adapted"] < scores[("domain", "bits_per_byte")]["base"]
     assert len(report["after"]["generations"]) == 2
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = read_metrics(out / "metrics.jsonl")
     assert [m["step"] for m in metrics if "train_loss" in m] == list(range(1, 13))
     assert (out / "adapter" / "adapter_config.json").is_file()
 
@@ -257,7 +258,7 @@ def _executed_text(out: Path, name: str) -> str:
 
 
 def _train_losses(metrics: Path) -> dict[int, float]:
-    events = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    events = read_metrics(metrics)
     steps = [e["step"] for e in events if "train_loss" in e]
     assert len(steps) == len(set(steps)), f"{metrics}: a step logged twice"
     return {e["step"]: e["train_loss"] for e in events if "train_loss" in e}
