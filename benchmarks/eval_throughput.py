@@ -192,7 +192,7 @@ Machine and versions:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="smollm2-135m", help="model alias or path (cptnb.models.load_model)")
+    parser.add_argument("--model", default="smollm2-135m", help="model alias or path (cptnb.models.loading.load_model)")
     parser.add_argument("--method", default="lora", help="lora wraps the model in PEFT as training does; full leaves it plain")
     parser.add_argument("--batch-size", type=int, default=8, help="contexts (cptnb) / requests (lm-eval) per forward pass")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (1 is steadiest on a shared CPU)")
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from cptnb.config import ModelConfig
     from cptnb.evaluate.lmeval_export import export_lm_eval_tasks
-    from cptnb.models import load_model
+    from cptnb.models.loading import load_model
 
     torch.set_num_threads(args.threads)
     limits = QUICK_SUBSET if args.quick else SUBSET

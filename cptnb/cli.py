@@ -48,7 +48,7 @@ def _cmd_notebook(args) -> None:
 def _cmd_prepare(args) -> None:
     from cptnb.config import DataConfig, ModelConfig, Recipe
     from cptnb.data.pipeline import prepare
-    from cptnb.models import load_tokenizer
+    from cptnb.models.loading import load_tokenizer
 
     if args.config:
         recipe = Recipe.from_yaml(args.config)
@@ -79,11 +79,11 @@ def _cmd_prepare(args) -> None:
 
 def _cmd_train(args) -> None:
     from cptnb.cli_options import recipe_from_args
-    from cptnb.run import run_recipe
+    from cptnb.train.run import run_recipe
 
     recipe = recipe_from_args(args, args.config)
     if args.nproc > 1:  # torchrun in a subprocess; each worker runs this command again with nproc 1
-        from cptnb.launch import launch
+        from cptnb.train.launch import launch
 
         launched = launch(recipe, num_processes=args.nproc, resume=args.resume)
         print(f"{args.nproc} processes trained {len(launched.losses)} logged steps; saved {launched.final_dir}")
@@ -103,7 +103,7 @@ def _cmd_plan(args) -> None:
     loaded = dataset = None
     if args.measure:  # a real warm-up needs the model and the packed corpus
         from cptnb.data.pipeline import prepare
-        from cptnb.models import load_model
+        from cptnb.models.loading import load_model
 
         loaded = load_model(recipe.model)
         with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +123,7 @@ def _gib(value: float | None) -> float | None:
 def _cmd_evaluate(args) -> None:
     from cptnb.cli_options import recipe_from_args
     from cptnb.evaluate.suite import evaluate_model, heldout_texts, tasks_from
-    from cptnb.models import load_for_eval
+    from cptnb.models.loading import load_for_eval
 
     cfg = recipe_from_args(args, args.config).eval
     tasks = tasks_from(cfg, only=args.task)
@@ -192,7 +192,7 @@ def _cmd_info(args) -> None:
     print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
     print(f"unsloth installed: {importlib.util.find_spec('unsloth') is not None}")
     from cptnb.config import ModelConfig
-    from cptnb.models import choose_backend
+    from cptnb.models.loading import choose_backend
 
     print(f"backend for model.backend=auto: {choose_backend(ModelConfig())}")
 

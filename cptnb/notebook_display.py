@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cptnb.tables import markdown_table
+
 # ----------------------------------------------------------------- planted examples for notebook 01
 
 # Original paragraphs written for these examples (not copied from anywhere, not in data_samples).
@@ -121,35 +123,6 @@ def write_broken_jsonl(path: str | Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------- tables
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def markdown_table(header: list[str], rows: Iterable[Iterable[Any]], right: Iterable[int] = ()) -> str:
-    """A GitHub-style markdown table; numbers get thousands separators.
-
-    Columns holding only numbers, and the column indexes in ``right`` (numbers
-    formatted as text, like "+1.2%"), are right-aligned.
-    """
-    rows = [list(r) for r in rows]
-    right = set(right)
-    numeric = [i in right or (bool(rows) and all(_is_number(r[i]) for r in rows)) for i in range(len(header))]
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return f"{value:,.4f}"
-        if _is_number(value):
-            return f"{value:,}"
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---:" if n else "---" for n in numeric) + " |"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def drops_markdown(report: dict[str, Any]) -> str:
     """Per source: documents in, kept, and dropped per reason, plus a total row (from ``report.json``)."""
     reasons = sorted({r for entry in report["sources"].values() for r in entry["dropped"]})
@@ -204,7 +177,7 @@ class RunResult:
     @classmethod
     def measured(cls, name: str, method: str, replay_share: float, prepared, result, seconds: float,
                  before: dict[str, Any], after: dict[str, Any]) -> RunResult:
-        """From ``prepare``'s corpus, ``train``'s result and the two :func:`~cptnb.evaluate.report.measure` results."""
+        """From ``prepare``'s corpus, ``train``'s result and the two :func:`~cptnb.evaluate.heldout.measure` results."""
         achieved = prepared.report["tokens"]["replay_share_achieved"]
         return cls(name, method, replay_share, achieved, result.steps, seconds, result.final_train_loss,
                    bits_per_byte(before), bits_per_byte(after))
@@ -215,7 +188,7 @@ class RunResult:
 
 
 def bits_per_byte(measurement: dict[str, Any]) -> dict[str, float]:
-    """Held-out set -> bits per byte, from a :func:`cptnb.evaluate.report.measure` result."""
+    """Held-out set -> bits per byte, from a :func:`cptnb.evaluate.heldout.measure` result."""
     return {name: scores["bits_per_byte"] for name, scores in measurement["heldout"].items()}
 
 

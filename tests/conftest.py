@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(config, items):
 def tiny():
     """A LoRA-ready tiny-llama bundle factory: tiny(method=..., train_embeddings=...)."""
     from cptnb.config import ModelConfig
-    from cptnb.models import load_model
+    from cptnb.models.loading import load_model
 
     def make(**overrides):
         return load_model(ModelConfig(**{"name": "tiny-llama", **overrides}))

@@ -35,9 +35,8 @@ from cptnb.data.documents import Document, DropCounter
 from cptnb.data.mix import MixStats, mix_replay
 from cptnb.data.pack import PackedCorpus, pack_documents
 from cptnb.data.parallel import DocumentStages, StagePool, chunked, merge_into, worker_count
-from cptnb.data.provenance import file_manifest
 from cptnb.data.report import Tap, check_accounting, draw_funnel, funnel, source_report, totals, write_json
-from cptnb.data.sources import read_documents
+from cptnb.data.sources import file_manifest, read_documents
 from cptnb.data.split import split_heldout
 
 log = logging.getLogger(__name__)

@@ -100,8 +100,6 @@ class _Reader:
         if self.files_read is None:
             return
         if raw is None:  # not read here as one block: hash the file(s) in a streaming pass
-            from cptnb.data.provenance import file_manifest
-
             self.files_read += file_manifest([path])
         else:
             self.files_read.append({"path": str(path), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()})
@@ -306,3 +304,65 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
                 f"{path}:{lineno}: not valid JSON ({err.msg}, column {err.colno}); each line must be one JSON object"
             ) from None
         yield f"{path}:{lineno}", row
+
+
+# --- provenance: which bytes a run read (hashes for report.json and the model card) -------------------
+
+HASH_BLOCK_BYTES = 1 << 20  # read 1 MiB at a time: files of any size hash in bounded memory
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(HASH_BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(specs: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in expand_paths(specs):
+        files += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return files
+
+
+def file_manifest(paths: Iterable[str | Path], role: str = "") -> list[dict[str, Any]]:
+    """One entry per file under ``paths``: ``path``, ``bytes``, ``sha256`` (and ``role`` when given).
+
+    Raises :class:`~cptnb.errors.DataError` naming a path that matches no file.
+    """
+    entries = []
+    for path in _files(paths):
+        entry: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        if role:
+            entry["role"] = role
+        entries.append(entry)
+    return entries
+
+
+# --- the corpus in a model card -----------------------------------------------------------------------
+
+DATA_ROLES = {  # DataConfig field -> role of its files
+    "sources": "domain",
+    "replay_sources": "replay",
+    "heldout_domain": "heldout_domain",
+    "heldout_general": "heldout_general",
+    "eval_tasks": "eval_tasks",
+}
+
+
+def data_manifest(data_cfg) -> list[dict[str, Any]]:
+    """:func:`file_manifest` of every path a :class:`~cptnb.config.DataConfig` names, with its role.
+
+    A path that no longer exists gets an entry saying so instead of an error: a card
+    written later should show the gap, not fail.
+    """
+    entries: list[dict[str, Any]] = []
+    for name, role in DATA_ROLES.items():
+        for path in getattr(data_cfg, name):
+            try:
+                entries += file_manifest([path], role=role)
+            except DataError:
+                entries.append({"path": str(path), "bytes": "", "sha256": "not found", "role": role})
+    return entries

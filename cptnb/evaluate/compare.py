@@ -411,11 +411,3 @@ def retention(rows: list[Row], confidence: float = 0.95) -> Retention:
             text += "without an interval retention cannot be judged."
     return Retention(text, forgetting, domain.task_delta, domain.task_ci, general.task_delta, general.task_ci)
 
-
-def __getattr__(name: str):
-    # Writing files is rendering, which lives in report.py (it imports this module, so no top-level import here).
-    if name == "write_comparison":
-        from cptnb.evaluate.report import write_comparison
-
-        return write_comparison
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -56,8 +56,11 @@ def score_texts(
     stride_tokens: int = 512,
     batch_size: int = 8,
     desc: str = "scoring",
+    progress: bool = True,
 ) -> HeldoutScore:
     """Loss, perplexity and bits per byte of ``model`` on ``texts``.
+
+    ``progress=False`` shows no bar (a caller scoring documents one at a time shows its own).
 
     Example::
 
@@ -85,7 +88,7 @@ def score_texts(
     was_training = model.training
     model.eval()
     with torch.inference_mode():
-        for i in tqdm(range(0, len(pieces), batch_size), desc=desc, leave=False):
+        for i in tqdm(range(0, len(pieces), batch_size), desc=desc, leave=False, disable=not progress):
             batch = pieces[i : i + batch_size]
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)

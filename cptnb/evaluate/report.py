@@ -1,97 +1,29 @@
-"""Measure a model on held-out text, then put base and adapted side by side in files.
-
-:func:`measure` gives, for each held-out set (e.g. ``domain`` = Vietnamese,
-``general`` = English), loss, perplexity and bits per byte, each document's own
-numbers (so a comparison can put an interval on the change), and greedy
-generations for a few prompts.
+"""Put base and adapted side by side in files: a table, a chart and a retention sentence.
 
 :func:`write_comparison` renders the rows of
 :func:`~cptnb.evaluate.compare.compare_results` as ``comparison.json``,
 ``comparison.md`` (task | base | adapted | delta [95% CI], subjects, held-out
 rows, generations side by side), ``comparison.png`` and a retention sentence.
-:func:`write_before_after` is the same for two :func:`measure` outputs.
+:func:`write_before_after` is the same for two :func:`~cptnb.evaluate.heldout.measure`
+outputs. Nothing here scores a model.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cptnb.config import EvalConfig
 from cptnb.evaluate.compare import Retention, Row, compare_results, primary_rows, retention
-from cptnb.evaluate.generate import generate
-from cptnb.evaluate.perplexity import HeldoutScore, score_texts
 from cptnb.evaluate.results import fmt, generations_markdown, heldout_markdown, load_results
+from cptnb.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
 _FEW_ITEMS = 20  # below this a percentile bootstrap interval is noticeably too narrow
-
-
-def _doc_id(index: int, text: str) -> str:
-    # Position plus a content hash: two runs pair documents only if they scored the same texts.
-    return f"{index}-{hashlib.sha1(text.encode('utf-8')).hexdigest()[:10]}"
-
-
-def score_documents(model, tokenizer, texts: list[str], cfg: EvalConfig, desc: str = "scoring") -> dict[str, Any]:
-    """``HeldoutScore.to_dict()`` of ``texts`` plus ``items``: per document id, nll_nats, tokens, bytes.
-
-    Each document is scored on its own (no batching across documents), which is
-    what makes the per-document numbers exact; the totals equal
-    :func:`score_texts` on the whole list.
-    """
-    items = []
-    for i, text in enumerate(texts):
-        if not text:
-            continue  # score_texts skips empty texts too
-        s = score_texts(model, tokenizer, [text], cfg.window_tokens, cfg.stride_tokens, cfg.batch_size, desc=f"{desc} {i + 1}/{len(texts)}")
-        items.append({"id": _doc_id(i, text), "nll_nats": s.loss * s.tokens, "tokens": s.tokens, "bytes": s.bytes})
-    if not items:
-        raise ValueError("score_documents needs at least one non-empty text")
-    nll, tokens, n_bytes = (sum(d[k] for d in items) for k in ("nll_nats", "tokens", "bytes"))
-    score = HeldoutScore(nll / tokens, math.exp(nll / tokens), nll / math.log(2) / n_bytes, tokens, n_bytes, len(items))
-    return {**score.to_dict(), "items": items}
-
-
-def measure(
-    model, tokenizer, heldout: dict[str, list[str]], cfg: EvalConfig | None = None, per_document: bool = True
-) -> dict[str, Any]:
-    """Scores per held-out set and generations for ``cfg.prompts``.
-
-    With ``per_document`` (the default) each document is scored alone and kept,
-    so :func:`write_before_after` can give bits per byte a confidence interval;
-    ``per_document=False`` batches documents together (faster on a GPU with many
-    short documents) and the held-out rows get no interval.
-
-    Example::
-
-        before = measure(model, tok, {"domain": vi_texts, "general": en_texts}, EvalConfig(prompts=["Hà Nội là"]))
-        before["heldout"]["domain"]["bits_per_byte"]
-    """
-    cfg = cfg or EvalConfig()
-    scores = {}
-    for name, texts in heldout.items():
-        if per_document:
-            scores[name] = score_documents(model, tokenizer, texts, cfg, desc=f"held-out {name}")
-        else:
-            scores[name] = score_texts(
-                model, tokenizer, texts, cfg.window_tokens, cfg.stride_tokens, cfg.batch_size, desc=f"held-out {name}"
-            ).to_dict()
-    generations = generate(model, tokenizer, cfg.prompts, cfg.max_new_tokens) if cfg.prompts else []
-    return {"heldout": scores, "generations": [{"prompt": p, "output": o} for p, o in zip(cfg.prompts, generations)]}
-
-
-def evenly(texts: list[str], n: int) -> list[str]:
-    """``n`` texts spread evenly over the list (all of them if n <= 0 or n >= len)."""
-    if n <= 0 or n >= len(texts):
-        return list(texts)
-    return [texts[i * len(texts) // n] for i in range(n)]
 
 
 def write_before_after(
@@ -139,23 +71,27 @@ def comparison_markdown(rows: list[Row], summary: Retention, base: dict, adapted
     md += [summary.sentence, ""]
     tasks = [r for r in rows if r.kind in ("task", "subject")]
     if tasks:
-        md += ["## Tasks", "", f"| task | metric | n | base | adapted | delta [{conf:.0%} CI] |", "| --- | --- | ---: | ---: | ---: | --- |"]
         grouped = sorted({r.set for r in rows if r.kind == "subject"})
-        for r in tasks:
-            label = f"{r.label} (mean)" if r.kind == "task" and r.set in grouped else r.label
-            md.append(f"| {label} | {r.metric} | {r.n or ''} | {fmt(r.base, r.metric)} | {fmt(r.adapted, r.metric)} | {_delta_text(r)} |")
-        md.append("")
+        table = [
+            [
+                f"{r.label} (mean)" if r.kind == "task" and r.set in grouped else r.label,
+                r.metric, r.n or "", fmt(r.base, r.metric), fmt(r.adapted, r.metric), _delta_text(r),
+            ]
+            for r in tasks
+        ]
+        header = ["task", "metric", "n", "base", "adapted", f"delta [{conf:.0%} CI]"]
+        md += ["## Tasks", "", markdown_table(header, table, right=(2, 3, 4)), ""]
         for name in grouped:
             md += [f"{name} (mean) is the size-weighted mean of its subjects (lm-eval's group default), i.e. pooled over items.", ""]
     held = [r for r in rows if r.kind == "heldout"]
     if held:
-        md += ["## Held-out text", "", f"| set | metric | docs | base | adapted | delta [{conf:.0%} CI] | change |"]
-        md.append("| --- | --- | ---: | ---: | ---: | --- | ---: |")
-        for r in held:
-            md.append(
-                f"| {r.label} | {r.metric} | {r.n or ''} | {fmt(r.base, r.metric)} | {fmt(r.adapted, r.metric)} "
-                f"| {_delta_text(r)} | {r.relative_change:+.1%} |"
-            )
+        table = [
+            [r.label, r.metric, r.n or "", fmt(r.base, r.metric), fmt(r.adapted, r.metric), _delta_text(r),
+             f"{r.relative_change:+.1%}"]
+            for r in held
+        ]
+        header = ["set", "metric", "docs", "base", "adapted", f"delta [{conf:.0%} CI]", "change"]
+        md += ["## Held-out text", "", markdown_table(header, table, right=(2, 3, 4, 6))]
     md += [
         "",
         (

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cptnb.errors import DataError
+from cptnb.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +270,7 @@ def _ordered_tasks(tasks: dict[str, Any]) -> list[str]:
 
 def tasks_markdown(tasks: dict[str, Any]) -> str:
     """Per task and per subject: metric, value, ± standard error, n."""
-    lines = ["| task | role | shots | metric | value | ± stderr | n |", "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    rows: list[list[Any]] = []
     notes = []
     for name in _ordered_tasks(tasks):
         task = tasks[name]
@@ -278,12 +279,12 @@ def tasks_markdown(tasks: dict[str, Any]) -> str:
         label = f"{name} (mean)" if subjects else name
         for metric, value in metrics.items():
             shots = task.get("num_fewshot", "")
-            lines.append(f"| {label} | {task['role']} | {shots} | {metric} | {fmt(value, metric)} | {fmt(stderr.get(metric))} | {n} |")
+            rows.append([label, task["role"], shots, metric, fmt(value, metric), fmt(stderr.get(metric)), n])
         for subject in sorted(subjects):
             s = subjects[subject]
             for metric, value in s["metrics"].items():
                 err = s.get("stderr", {}).get(metric)
-                lines.append(f"| {name}_{subject} |  |  | {metric} | {fmt(value, metric)} | {fmt(err)} | {s['n']} |")
+                rows.append([f"{name}_{subject}", "", "", metric, fmt(value, metric), fmt(err), s["n"]])
         if subjects:
             first = next(iter(metrics), None)
             plain = unweighted_subject_mean(task, first) if first else None
@@ -291,15 +292,17 @@ def tasks_markdown(tasks: dict[str, Any]) -> str:
                 f"{name} (mean) is the size-weighted mean of its {len(subjects)} subjects (lm-eval's group default), "
                 f"i.e. the score pooled over all {n} items; the unweighted mean of the subjects' {first} is {fmt(plain)}."
             )
-    return "\n".join(lines + ([""] + notes if notes else []))
+    table = markdown_table(["task", "role", "shots", "metric", "value", "± stderr", "n"], rows, right=(2, 4, 5, 6))
+    return "\n".join([table] + ([""] + notes if notes else []))
 
 
 def heldout_markdown(heldout: dict[str, Any]) -> str:
     """Held-out sets as a table: loss, perplexity, bits per byte, tokens, bytes."""
-    lines = ["| held-out set | loss | perplexity | bits per byte | tokens | bytes |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for name, s in heldout.items():
-        lines.append(f"| {name} | {s['loss']:.4f} | {s['perplexity']:.2f} | {s['bits_per_byte']:.4f} | {s['tokens']:,} | {s['bytes']:,} |")
-    return "\n".join(lines)
+    rows = [
+        [name, s["loss"], f"{s['perplexity']:.2f}", s["bits_per_byte"], s["tokens"], s["bytes"]]
+        for name, s in heldout.items()
+    ]
+    return markdown_table(["held-out set", "loss", "perplexity", "bits per byte", "tokens", "bytes"], rows, right=(2,))
 
 
 def generations_markdown(generations: list[dict[str, str]]) -> str:

@@ -258,7 +258,7 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, list[str]]], 
     groups: list[list[_Group]] = []
     for ctx, conts in requests:
         pairs = [encode_pair(tokenizer, ctx, c) for c in conts]
-        for (ctx_ids, cont_ids), text in zip(pairs, conts):
+        for (_ctx_ids, cont_ids), text in zip(pairs, conts):
             if not cont_ids:
                 raise DataError(f"continuation {text!r} after {ctx[-40:]!r} has no tokens of its own; check the item")
         if all(p[0] == pairs[0][0] for p in pairs):
@@ -382,12 +382,3 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Task], batch_size: int = 8,
     """Score several tasks; returns ``{task name: TaskResult}`` in the order given."""
     return {t.name: evaluate_task(model, tokenizer, t, batch_size, limit, share_context) for t in tasks}
 
-
-def evaluate_from_config(model, tokenizer, cfg) -> dict[str, TaskResult]:
-    """Load ``cfg.tasks`` (an :class:`~cptnb.config.EvalConfig`) with its overrides and score them all."""
-    from cptnb.evaluate.tasks import load_tasks
-
-    shots = cfg.num_fewshot if cfg.num_fewshot >= 0 else None
-    seed = cfg.fewshot_seed if cfg.fewshot_seed >= 0 else None
-    tasks = [t for path in cfg.tasks for t in load_tasks(path, shots, seed)]
-    return evaluate_tasks(model, tokenizer, tasks, cfg.batch_size, cfg.limit or None)

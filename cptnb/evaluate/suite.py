@@ -12,7 +12,7 @@ from typing import Any
 
 from cptnb.config import EvalConfig
 from cptnb.data.sources import read_documents
-from cptnb.evaluate.report import evenly, measure
+from cptnb.evaluate.heldout import evenly, measure
 from cptnb.evaluate.results import build_results, write_results
 from cptnb.evaluate.scoring import evaluate_tasks
 from cptnb.evaluate.tasks import Task, load_tasks

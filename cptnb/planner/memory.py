@@ -9,7 +9,7 @@ from typing import Any
 
 from cptnb.config import METHODS, ModelConfig, Recipe
 from cptnb.errors import ConfigError
-from cptnb.models import LoadedModel, cuda_available
+from cptnb.models.loading import LoadedModel, cuda_available
 from cptnb.planner.shape import (
     ATTN_IN,
     ATTN_OUT,
@@ -119,8 +119,8 @@ def resolve_hardware(recipe: Recipe, device: str = "auto", num_devices: int | No
     the recipe says auto (fp16 on older GPUs has the same size) and Triton
     (shipped with PyTorch's Linux CUDA builds), hence TRL's chunked loss.
     """
-    from cptnb.models import resolve_dtype
-    from cptnb.train import resolve_precision, trl_fused_loss_available
+    from cptnb.models.loading import resolve_dtype
+    from cptnb.train.trainer import resolve_precision, trl_fused_loss_available
 
     here = "cuda" if cuda_available() else "cpu"
     device = here if device == "auto" else device

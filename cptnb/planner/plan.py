@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from cptnb.config import METHODS, Recipe
-from cptnb.models import LoadedModel, cuda_available
+from cptnb.models.loading import LoadedModel, cuda_available
 from cptnb.planner.memory import (
     OOM_SHARE,
     GiB,
@@ -22,6 +22,7 @@ from cptnb.planner.memory import (
 )
 from cptnb.planner.shape import ModelShape, model_shape
 from cptnb.planner.timing import block_dataset, measure_step_seconds
+from cptnb.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -296,18 +297,20 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+_MEMORY_HEADER = ["", "trainable", "weights", "fp32 master", "gradients", "optimizer", "activations", "logits",
+                  "overhead + margin", "total"]
+
+
 def _memory_rows(estimates: dict[str, MemoryEstimate], marked: str) -> list[str]:
-    head = ("| | trainable | weights | fp32 master | gradients | optimizer | activations | logits "
-            "| overhead + margin | total |")
-    rows = [head, "|" + "---|" * 10]
+    rows = []
     for key, e in estimates.items():
         label = f"**{key}** (chosen)" if key == marked else key
         cells = [label, f"{e.trainable_params:,}", *(_fmt(x) for x in (
             e.weights_bytes, e.master_weights_bytes, e.gradients_bytes, e.optimizer_bytes,
             e.activations_bytes + e.recompute_bytes, e.logits_bytes, e.overhead_bytes + e.margin_bytes)),
             f"**{_fmt(e.total_bytes)}**"]
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
+        rows.append(cells)
+    return [markdown_table(_MEMORY_HEADER, rows, right=range(1, 10))]
 
 
 def _render(p: Plan) -> str:
@@ -323,14 +326,14 @@ def _render(p: Plan) -> str:
     lines = [
         f"## Training plan: {p.model}, {p.method}, {where}, {p.precision}",
         "",
-        "| | |",
-        "|---|---|",
-        f"| parameters | {p.total_params:,} ({p.trainable_params:,} trainable, {share:.2f}%) |",
-        f"| tokens per optimizer step | {p.tokens_per_step:,} (blocks of {p.block_tokens:,} tokens) |",
-        f"| optimizer steps | {steps} |",
-        f"| tokens trained | {f'{p.total_tokens:,}' if p.total_tokens is not None else 'unknown'} |",
-        f"| time | {time_text} ({p.time_note}) |",
-        f"| available memory per device | {available} ({p.available_memory_source}) |",
+        markdown_table(["", ""], [
+            ["parameters", f"{p.total_params:,} ({p.trainable_params:,} trainable, {share:.2f}%)"],
+            ["tokens per optimizer step", f"{p.tokens_per_step:,} (blocks of {p.block_tokens:,} tokens)"],
+            ["optimizer steps", steps],
+            ["tokens trained", f"{p.total_tokens:,}" if p.total_tokens is not None else "unknown"],
+            ["time", f"{time_text} ({p.time_note})"],
+            ["available memory per device", f"{available} ({p.available_memory_source})"],
+        ]),
         "",
         f"### Memory per device, by method ({where})",
         "",

@@ -9,7 +9,7 @@ from typing import Any
 
 from cptnb.config import ModelConfig
 from cptnb.errors import ConfigError
-from cptnb.models import LoadedModel, from_pretrained_or_explain, resolve_source
+from cptnb.models.loading import LoadedModel, from_pretrained_or_explain, resolve_source
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from cptnb.config import Recipe
 from cptnb.errors import ConfigError, CptnbError
-from cptnb.models import LoadedModel
+from cptnb.models.loading import LoadedModel
 from cptnb.planner.memory import GiB
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def measure_step_seconds(loaded: LoadedModel, dataset, recipe: Recipe, steps: in
     """
     import torch
 
-    from cptnb.train import resolve_precision
+    from cptnb.train.trainer import resolve_precision
 
     blocks = block_dataset(dataset)
     if blocks is None or len(blocks) == 0:

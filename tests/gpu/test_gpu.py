@@ -5,8 +5,8 @@ import torch
 
 from cptnb.config import ModelConfig, TrainConfig
 from cptnb.data import pack_documents
-from cptnb.models import load_model
-from cptnb.train import resolve_precision, train
+from cptnb.models.loading import load_model
+from cptnb.train.trainer import resolve_precision, train
 
 pytestmark = pytest.mark.gpu
 

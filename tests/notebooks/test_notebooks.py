@@ -17,8 +17,7 @@ import nbformat
 import pytest
 
 from cptnb.config import Recipe
-from cptnb.monitor import read_metrics
-from cptnb.notebook_display import RunResult, forgetting_verdict, markdown_table
+from cptnb.notebook_display import RunResult, forgetting_verdict
 from cptnb.notebooks import (
     NOTEBOOK_DIR,
     NotebookError,
@@ -29,6 +28,8 @@ from cptnb.notebooks import (
     strip_outputs,
     structure_problems,
 )
+from cptnb.tables import markdown_table
+from cptnb.train.monitor import read_metrics
 
 NOTEBOOKS = list_notebooks()
 ids = [p.stem for p in NOTEBOOKS]

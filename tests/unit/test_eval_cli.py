@@ -8,7 +8,7 @@ import torch
 from cptnb.cli import main
 from cptnb.config import ModelConfig
 from cptnb.errors import ModelNotAvailableError
-from cptnb.models import load_for_eval, load_model
+from cptnb.models.loading import load_for_eval, load_model
 
 
 @pytest.fixture(scope="module")

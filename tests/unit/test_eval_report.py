@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from cptnb.errors import CptnbError, DataError
-from cptnb.evaluate.compare import bootstrap_mean_delta, compare_results, retention, write_comparison
-from cptnb.evaluate.report import measure, scores_markdown, write_before_after
+from cptnb.evaluate.compare import bootstrap_mean_delta, compare_results, retention
+from cptnb.evaluate.heldout import measure
+from cptnb.evaluate.report import scores_markdown, write_before_after, write_comparison
 from cptnb.evaluate.results import build_results, load_results, task_summary, write_results
 
 SUBJECTS = ("dia", "hoa", "su")

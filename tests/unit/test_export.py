@@ -12,9 +12,10 @@ import yaml
 from safetensors import safe_open
 
 from cptnb.config import Recipe
-from cptnb.data.provenance import file_manifest
-from cptnb.errors import ConfigError, DataError, ModelNotAvailableError
-from cptnb.export import ExportConfig, ExportError, compare_logits, export, export_adapter, export_run
+from cptnb.data.sources import file_manifest
+from cptnb.errors import ConfigError, DataError, ExportError, ModelNotAvailableError
+from cptnb.export import ExportConfig, export, export_adapter, export_run
+from cptnb.export.merge import compare_logits
 
 TEXT = "Hà Nội là thủ đô của Việt Nam."
 SHA = "ab" * 32
@@ -229,7 +230,7 @@ def test_embeddings_trained_apart_are_both_kept(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from cptnb.config import ModelConfig
-    from cptnb.models import resolve_source
+    from cptnb.models.loading import resolve_source
 
     base = AutoModelForCausalLM.from_pretrained(resolve_source(ModelConfig(name="tiny-llama")))
     config = LoraConfig(
@@ -275,9 +276,9 @@ def test_a_checkpoint_exports_with_its_run_for_the_card(lora_run, tmp_path):
 
 
 def test_check_failure_raises_and_is_recorded(lora_run, tmp_path, monkeypatch):
-    import cptnb.export
+    import cptnb.export.merge
 
-    monkeypatch.setitem(cptnb.export.CHECK_TOLERANCE, "bf16", 1e-9)  # bf16 rounding is far above this
+    monkeypatch.setitem(cptnb.export.merge.CHECK_TOLERANCE, "bf16", 1e-9)  # bf16 rounding is far above this
     with pytest.raises(ExportError, match="reload check failed.*dtype='fp32'"):
         export_run(lora_run, tmp_path / "out", dtype="bf16")
     assert json.loads((tmp_path / "out" / "export.json").read_text())["check"]["passed"] is False
@@ -350,7 +351,7 @@ def test_file_manifest_hashes_files_of_folders_and_globs(tmp_path):
 
 def test_corpus_markdown_hashes_the_recipe_files_when_the_report_has_none(tmp_path):
     from cptnb.config import DataConfig
-    from cptnb.data.provenance import corpus_markdown, decontamination_markdown
+    from cptnb.export.card import corpus_markdown, decontamination_markdown
 
     corpus = tmp_path / "vi.jsonl"
     corpus.write_bytes(b'{"text": "Xin ch\\u00e0o"}\n')

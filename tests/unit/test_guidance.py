@@ -7,7 +7,6 @@ import logging
 import pytest
 import torch
 
-from cptnb.checkpoints import resolve_checkpoint
 from cptnb.config import EvalConfig, TrainConfig
 from cptnb.data import pack_documents
 from cptnb.errors import CptnbError, OutOfMemoryError
@@ -18,7 +17,8 @@ from cptnb.guidance import (
     is_out_of_memory,
     training_oom_advice,
 )
-from cptnb.train import train
+from cptnb.train.checkpoints import resolve_checkpoint
+from cptnb.train.trainer import train
 
 
 def test_a_real_failed_cpu_allocation_and_a_cuda_oom_are_recognised_and_nothing_else():

@@ -7,9 +7,9 @@ import pytest
 
 from cptnb.config import Recipe, TrainConfig
 from cptnb.errors import CptnbError
-from cptnb.launch import LaunchError, _failure, launch, strategy_arguments
-from cptnb.models import resolve_source
+from cptnb.models.loading import resolve_source
 from cptnb.paths import data_samples_dir
+from cptnb.train.launch import LaunchError, _failure, launch, strategy_arguments
 
 # Two processes x 2 blocks and one process x 4 blocks see the same 4 blocks in each step (the
 # sampler's permutation is seeded, and accelerate deals consecutive batches to the ranks), so the

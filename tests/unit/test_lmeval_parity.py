@@ -120,7 +120,7 @@ def test_original_villm_eval_files_score_as_lm_eval(lm_eval, tiny, tmp_path):
 
 def test_smollm2_subset_scores_as_lm_eval(lm_eval, tmp_path):
     from cptnb.config import ModelConfig
-    from cptnb.models import load_model
+    from cptnb.models.loading import load_model
 
     loaded = load_model(ModelConfig(name="smollm2-135m", method="lora"))
     tasks = {t.name: t for t in load_tasks(EVAL)}

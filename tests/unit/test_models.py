@@ -6,10 +6,10 @@ import textwrap
 import pytest
 import torch
 
-from cptnb import models
+from cptnb.models import loading as models
 from cptnb.config import ModelConfig
 from cptnb.errors import CptnbError, ModelNotAvailableError
-from cptnb.models import TrainableCheck, load_model
+from cptnb.models.loading import TrainableCheck, load_model
 
 
 def test_tiny_llama_is_cached_and_its_tokenizer_round_trips_vietnamese(tiny):
@@ -107,7 +107,7 @@ def test_hub_id_loads_from_the_local_hub_cache_offline(tiny, tmp_path):
     code = textwrap.dedent(
         """
         from cptnb.config import ModelConfig
-        from cptnb.models import load_model
+        from cptnb.models.loading import load_model
         loaded = load_model(ModelConfig(name="cptnb-test/tiny", method="lora"))
         print("OK", loaded.backend, loaded.source)
         """
@@ -122,7 +122,7 @@ def test_hub_id_loads_from_the_local_hub_cache_offline(tiny, tmp_path):
 def test_smollm2_rebuild_has_the_gguf_models_logits(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from cptnb.model_zoo import load_gguf_model, smollm2_gguf_path
+    from cptnb.models.zoo import load_gguf_model, smollm2_gguf_path
 
     try:
         gguf = smollm2_gguf_path()

@@ -1,7 +1,7 @@
 import json
 import math
 
-from cptnb.monitor import JsonlLogger, LivePlot, MultiLogger, plot_run, read_metrics
+from cptnb.train.monitor import JsonlLogger, LivePlot, MultiLogger, plot_run, read_metrics
 
 
 def _events():

@@ -104,7 +104,7 @@ def test_trainable_counts_match_what_peft_makes_trainable(tiny, overrides):
 def test_smollm2_is_counted_on_the_meta_device_without_loading_weights(monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    from cptnb.models import resolve_source
+    from cptnb.models.loading import resolve_source
 
     cfg = ModelConfig(name="smollm2-135m")
     try:

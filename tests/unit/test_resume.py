@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cptnb.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
 from cptnb.config import Recipe, TrainConfig
 from cptnb.errors import CptnbError
-from cptnb.models import resolve_source
+from cptnb.models.loading import resolve_source
 from cptnb.paths import data_samples_dir
-from cptnb.run import trim_metrics
+from cptnb.train.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
+from cptnb.train.run import trim_metrics
 
 MAX_STEPS, SAVE_STEPS = 10, 4
 # The bar: on CPU with the tiny model the resumed losses equal the uninterrupted run's within 1e-4.

@@ -10,12 +10,13 @@ import torch
 from cptnb.config import EvalConfig
 from cptnb.evaluate.scoring import (
     encode_pair,
-    evaluate_from_config,
     evaluate_task,
+    evaluate_tasks,
     loglikelihoods,
     mean_stderr,
     pooled_stderr,
 )
+from cptnb.evaluate.suite import tasks_from
 from cptnb.evaluate.tasks import context, continuations, fewshot_plan, load_tasks
 from cptnb.paths import REPO_ROOT
 
@@ -203,10 +204,10 @@ def test_standard_errors_follow_lm_eval():
     assert pooled_stderr(se, [4, 4]) == pytest.approx(math.sqrt((3 * (1 / 3) + 3 * 0.25) / 6 / 8))
 
 
-def test_evaluate_from_config_applies_its_overrides(tiny):
+def test_tasks_from_config_apply_its_overrides(tiny):
     loaded = tiny(method="full")
     cfg = EvalConfig(tasks=[str(EVAL / "general_en"), str(EVAL / "lambada_vi")], limit=2, num_fewshot=1, batch_size=2)
-    results = evaluate_from_config(loaded.model, loaded.tokenizer, cfg)
+    results = evaluate_tasks(loaded.model, loaded.tokenizer, tasks_from(cfg), cfg.batch_size, cfg.limit)
     assert list(results) == ["general_en", "lambada_vi"]
     assert (results["general_en"].n, results["general_en"].num_fewshot) == (2, 1)
     assert (results["lambada_vi"].n, results["lambada_vi"].num_fewshot) == (2, 0)

@@ -7,8 +7,8 @@ import torch
 from cptnb.config import TrainConfig
 from cptnb.data import pack_documents
 from cptnb.errors import TrainingDivergedError
-from cptnb.schedules import lr_multiplier
-from cptnb.train import param_groups, train
+from cptnb.train.schedules import lr_multiplier
+from cptnb.train.trainer import param_groups, train
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from typing import Any
 
 from cptnb.config import Recipe, TrainConfig
 from cptnb.errors import CptnbError
-from cptnb.models import cuda_available
-from cptnb.monitor import read_metrics
+from cptnb.models.loading import cuda_available
+from cptnb.train.monitor import read_metrics
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Front matter (base_model, language, license placeholder, tags), the base model,
 method and recipe highlights, data sources with document counts and file hashes
-(from :mod:`cptnb.data.provenance`), the decontamination result, the evaluation
+(from :func:`cptnb.data.sources.file_manifest`), the decontamination result, the evaluation
 tables found for the run, the reload check, limitations and how to load it.
 Written by :func:`cptnb.export.export`.
 """
@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cptnb.data.provenance import markdown_table
+from cptnb.data.sources import data_manifest
 from cptnb.errors import ExportError
-
-if TYPE_CHECKING:
-    from cptnb.export import ExportConfig, ExportResult, RunFacts
+from cptnb.export.config import ExportConfig, ExportResult, RunFacts
+from cptnb.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +197,6 @@ def _method_section(facts: RunFacts) -> list[str]:
 
 
 def _data_sections(facts: RunFacts) -> list[str]:
-    from cptnb.data.provenance import corpus_markdown, decontamination_markdown
-
     data = facts.recipe.data if facts.recipe is not None else None
     return [
         "## Training data",
@@ -288,7 +285,7 @@ def _how_to_load(result: ExportResult, facts: RunFacts) -> list[str]:
             + (
                 ""
                 if _base_hub_id(facts)
-                else "  # a cptnb alias or local folder: cptnb.models.resolve_source gives its path"
+                else "  # a cptnb alias or local folder: cptnb.models.loading.resolve_source gives its path"
             ),
             'model = PeftModel.from_pretrained(base, "path/to/this/folder/adapter")',
             "```",
@@ -326,3 +323,72 @@ def write_model_card(result: ExportResult, facts: RunFacts, cfg: ExportConfig, e
         log.warning("the model card's license is a placeholder: set it in %s before publishing", result.card)
     result.card.write_text("\n".join(sections), encoding="utf-8")
     return result.card
+
+
+# --- the corpus in the card -----------------------------------------------------------------------------
+
+
+def corpus_markdown(report: dict | None, data_cfg=None) -> list[str]:
+    """Lines describing a corpus ``report.json``: documents per source and drop reason, tokens, dedup, file hashes.
+
+    File hashes come from the report's ``source_files`` (recorded when the corpus
+    was prepared); older reports lack them, and then ``data_cfg``'s files are hashed now.
+    """
+    if not report:
+        return ["No corpus report was found (`data/report.json`); the training data is not documented here."]
+    if report.get("source_files"):
+        files, how = report["source_files"], "recorded when the corpus was prepared"
+    else:
+        files = data_manifest(data_cfg) if data_cfg is not None else []
+        how = "computed at export time (the files may have changed since training)"
+    roles = {Path(f["path"]).resolve(): f.get("role", "") for f in files}
+    rows = [
+        [Path(src).name, roles.get(Path(src).resolve(), ""), e["docs_in"], e["docs_kept"], e["dropped"] or "none"]
+        for src, e in report.get("sources", {}).items()
+    ]
+    total = report.get("total", {})
+    rows.append(["**total**", "", total.get("docs_in", ""), total.get("docs_kept", ""), total.get("dropped") or "none"])
+    lines = [
+        "Documents per source (dropped by reason):",
+        "",
+        markdown_table(["source", "role", "docs in", "kept", "dropped"], rows),
+        "",
+    ]
+    tokens = report.get("tokens", {})
+    if tokens:
+        lines.append(
+            f"Packed into {tokens.get('blocks', 0):,} blocks of {tokens.get('block_size', '?')} tokens "
+            f"({tokens.get('tokens_packed', 0):,} tokens; replay share {tokens.get('replay_share_achieved', 0):.1%}, "
+            f"target {tokens.get('replay_share_target', 0):.0%}; {tokens.get('tokens_per_word', '?')} tokens per word)."
+        )
+    for side, d in (report.get("dedup") or {}).items():
+        if d.get("docs_in"):
+            lines.append(
+                f"Deduplication ({side}): {d['exact_duplicates']} exact and "
+                f"{d['near_duplicates']} near duplicates removed."
+            )
+    if files:
+        table = [[f["path"], f.get("role", ""), f["bytes"], f"`{f['sha256']}`"] for f in files]
+        lines += ["", f"Files, with SHA-256 {how}:", "", markdown_table(["file", "role", "bytes", "sha256"], table)]
+    return lines
+
+
+def decontamination_markdown(report: dict | None, data_cfg=None) -> list[str]:
+    """Lines saying whether training text was checked against the evaluation tasks, and what was removed."""
+    if data_cfg is None or report is None:
+        return ["Unknown: no recipe or corpus report came with this export."]
+    if not data_cfg.eval_tasks or not data_cfg.decontam.enabled:
+        return [
+            "Not run: no evaluation task files were given (`data.eval_tasks`), so evaluation scores may be inflated."
+        ]
+    dropped = report.get("total", {}).get("dropped", {}).get("contaminated", 0)
+    hits = (report.get("decontamination") or {}).get("files_hit", {})
+    lines = [
+        (
+            f"Training documents sharing a {data_cfg.decontam.ngram_words}-word sequence with the evaluation items "
+            f"in {', '.join(map(str, data_cfg.eval_tasks))} were removed: {dropped} document(s)."
+        )
+    ]
+    if hits:
+        lines += ["", markdown_table(["evaluation file", "documents matched"], [[k, v] for k, v in hits.items()])]
+    return lines

@@ -2,16 +2,16 @@
 
 :func:`train` runs TRL's ``SFTTrainer`` on packed blocks (``input_ids`` of equal
 length, so no padding and no truncation happen). When Unsloth was chosen in
-:mod:`cptnb.models`, Unsloth has already patched TRL, so the same code runs its
+:mod:`cptnb.models.loading`, Unsloth has already patched TRL, so the same code runs its
 fused kernels; on CPU it is plain TRL + PEFT. The kit adds what CPT needs on
 top: a separate, lower learning rate for trained embeddings, warmup + cosine /
 linear decay to a floor, held-out domain and general loss during training (the
 forgetting signal), a stop with a clear message when the loss turns NaN/inf, a
 check that the trainable parameters really moved, metric events for the
-loggers in :mod:`cptnb.monitor`, and resume from the last *complete* checkpoint
+loggers in :mod:`cptnb.train.monitor`, and resume from the last *complete* checkpoint
 (a run killed while writing one falls back to the one before). Under
 ``torchrun`` / ``accelerate launch`` the same function trains with DDP, FSDP or
-DeepSpeed (see :func:`cptnb.launch.strategy_arguments`).
+DeepSpeed (see :func:`cptnb.train.launch.strategy_arguments`).
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cptnb.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
 from cptnb.config import TrainConfig
 from cptnb.errors import CptnbError, TrainingDivergedError
 from cptnb.guidance import check_precision, explain_out_of_memory, training_oom_advice
-from cptnb.models import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
-from cptnb.monitor import MetricLogger, NullLogger
-from cptnb.schedules import lr_multiplier, warmup_steps_for
+from cptnb.models.loading import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
+from cptnb.train.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
+from cptnb.train.monitor import MetricLogger, NullLogger
+from cptnb.train.schedules import lr_multiplier, warmup_steps_for
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def train(
     """
     from trl import SFTConfig
 
-    from cptnb.launch import strategy_arguments, world_size_from_env
+    from cptnb.train.launch import strategy_arguments, world_size_from_env
 
     if len(train_dataset) == 0:
         raise CptnbError("the training set is empty: no packed block; add data or lower max_seq_len_tokens")

@@ -2,7 +2,7 @@
 
 ``run_recipe(recipe)`` is what ``cptnb train --config recipe.yaml`` calls, in one
 process or in each process of ``torchrun`` / ``accelerate launch`` (see
-:mod:`cptnb.launch`); the notebooks call the same pieces one cell at a time.
+:mod:`cptnb.train.launch`); the notebooks call the same pieces one cell at a time.
 With several processes only the main one prepares the corpus and writes
 ``recipe.yaml``, ``metrics.jsonl`` and ``loss.png``; the others wait for it and
 read the prepared corpus from disk.
@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cptnb.checkpoints import check_resumable, resolve_checkpoint
 from cptnb.config import Recipe
 from cptnb.data.documents import Document
 from cptnb.data.pack import pack_documents
 from cptnb.data.pipeline import prepare
-from cptnb.models import cuda_available, load_model, load_tokenizer, resolve_source
-from cptnb.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger
-from cptnb.train import TrainResult, train
+from cptnb.models.loading import cuda_available, load_model, load_tokenizer, resolve_source
+from cptnb.train.checkpoints import check_resumable, resolve_checkpoint
+from cptnb.train.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger, trim_metrics
+from cptnb.train.trainer import TrainResult, train
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +52,6 @@ def _load_prepared(data_dir: Path) -> _Corpus:
         heldout_domain=_read_texts(data_dir / "heldout_domain.jsonl"),
         heldout_general=_read_texts(data_dir / "heldout_general.jsonl"),
     )
-
-
-def trim_metrics(path: Path, last_step: int) -> list[dict[str, Any]]:
-    """Keep the events of steps <= ``last_step`` in the metrics file and return them.
-
-    A resumed run replays the steps after its checkpoint; without trimming, the
-    steps the killed run logged after that checkpoint would appear twice. A last
-    line torn by the kill is dropped too.
-    """
-    if not path.is_file():
-        return []
-    kept_lines, kept = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s: dropped an unreadable line (a run killed while writing it): %.80s", path, line)
-            continue
-        if int(event.get("step", 0)) <= last_step:
-            kept_lines.append(line)
-            kept.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in event.items()})
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(f"{line}\n" for line in kept_lines), encoding="utf-8")
-    os.replace(tmp, path)  # atomic: a second kill now leaves the old file or the new one, never half of it
-    return kept
 
 
 def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -30,14 +30,19 @@ def checkpoint_step(checkpoint: Path) -> int | None:
         return None
 
 
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Every ``checkpoint-N`` folder in ``output_dir``, oldest first (complete or not)."""
+    numbered = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(numbered, key=lambda p: int(p.name.split("-")[-1]))
+
+
 def last_complete_checkpoint(output_dir: Path) -> Path | None:
     """The newest ``checkpoint-N`` in ``output_dir`` whose trainer state was fully written.
 
     transformers' own ``get_last_checkpoint`` picks the highest number even when a
     SIGKILL interrupted its saving, and resuming from it then fails.
     """
-    numbered = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
-    for path in sorted(numbered, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+    for path in reversed(list_checkpoints(output_dir)):
         if checkpoint_step(path) is not None:
             return path
         log.warning("%s is incomplete (no readable %s; killed while saving?): skipped", path, TRAINER_STATE_FILE)

@@ -23,7 +23,7 @@ from typing import Any
 from cptnb.config import ModelConfig
 from cptnb.errors import CptnbError, ModelNotAvailableError
 from cptnb.guidance import GPU_ON_COLAB, in_colab, in_kaggle
-from cptnb.model_zoo import ALIASES, resolve_alias
+from cptnb.models.zoo import ALIASES, resolve_alias
 
 log = logging.getLogger(__name__)
 

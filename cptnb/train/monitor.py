@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Protocol, runtime_checkable
+
+log = logging.getLogger(__name__)
 
 LOSS_SERIES = ("train_loss", "heldout_domain_loss", "heldout_general_loss")
 LOSS_LABELS = {
@@ -215,14 +219,50 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Events from a metrics.jsonl (NaN/inf strings turned back into floats)."""
-    events = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
+def _metrics_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """(raw line, event) for every readable line; a line torn by a killed run is skipped with a warning."""
+    if not path.is_file():
+        return []
+    parsed = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
             event = json.loads(line)
-            events.append({k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in event.items()})
-    return events
+        except json.JSONDecodeError:
+            log.warning("%s: skipped an unreadable line (a run killed while writing it?): %.80s", path, line)
+            continue
+        # JsonlLogger writes NaN/inf as strings (JSON has no such numbers): turn them back into floats.
+        parsed.append((line, {k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in event.items()}))
+    return parsed
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Events of a metrics.jsonl in order (NaN/inf restored; a torn line skipped); [] when there is no file."""
+    return [event for _, event in _metrics_lines(Path(path))]
+
+
+def last_logged_step(path: str | Path) -> int | None:
+    """The highest ``step`` in a metrics.jsonl, or None when it has none."""
+    steps = [e["step"] for e in read_metrics(path) if isinstance(e.get("step"), int)]
+    return max(steps) if steps else None
+
+
+def trim_metrics(path: str | Path, last_step: int) -> list[dict[str, Any]]:
+    """Keep the events of steps <= ``last_step`` in the metrics file and return them.
+
+    A resumed run replays the steps after its checkpoint; without trimming, the
+    steps the killed run logged after that checkpoint would appear twice. A last
+    line torn by the kill is dropped too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    kept = [(line, event) for line, event in _metrics_lines(path) if int(event.get("step", 0)) <= last_step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(f"{line}\n" for line, _ in kept), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a second kill now leaves the old file or the new one, never half of it
+    return [event for _, event in kept]
 
 
 def plot_run(metrics_path: str | Path, png_path: str | Path | None = None, title: str = ""):

@@ -1,0 +1,97 @@
+"""What an export is asked to do (:class:`ExportConfig`) and what it found and wrote (the result types)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cptnb.configbase import Section, choice, option
+
+EXPORT_DTYPES = ("bf16", "fp16", "fp32")
+_DTYPE_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "half": "fp16", "float": "fp32"}
+
+
+@dataclass
+class ExportConfig(Section):
+    """What to export, from where, and how."""
+
+    run_dir: str = option("", "Training run folder (holds adapter/ or model/, recipe.yaml, data/report.json).")
+    adapter_dir: str = option(
+        "", "A LoRA adapter folder (e.g. a checkpoint) to export; alone, or with run_dir for the card."
+    )
+    base_model: str = option(
+        "", "Base model: alias, local folder or hub id; empty uses the run's recipe or the adapter's record."
+    )
+    out_dir: str = option("export", "Folder to write adapter/, merged/, README.md, recipe.yaml and export.json into.")
+    dtype: str = option("bf16", "Dtype of the merged weights on disk: bf16, fp16 or fp32.")
+    merge: bool = option(True, "Write merged/, a full model with the adapter folded in (LoRA/QLoRA runs).")
+    check: bool = option(True, "Reload merged/ with plain transformers and compare logits with base + adapter.")
+    eval_files: list = option([], "Evaluation results to embed in the card (.md or .json); empty looks in run_dir.")
+    language: list = option(
+        [], "Language codes for the card; empty uses the recipe's data.language (+ replay_language)."
+    )
+    license: str = option("", "License id for the card; empty writes a placeholder you must replace before publishing.")
+    overwrite: bool = option(False, "Replace an earlier export in out_dir (only the files an export writes).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dtype, str):
+            self.dtype = _DTYPE_SPELLINGS.get(self.dtype.lower(), self.dtype.lower())
+        super().__post_init__()
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        choice(p, "dtype", self.dtype, EXPORT_DTYPES)
+        if not (self.run_dir or self.adapter_dir):
+            p.append("set run_dir (a training run folder) or adapter_dir (a LoRA adapter folder, with base_model)")
+        if not str(self.out_dir).strip():
+            p.append("out_dir must be a folder path, e.g. exports/my-model")
+        return p
+
+
+@dataclass
+class ReloadCheck:
+    """Logits of the reloaded merged model against the trained model, on the fixed check texts."""
+
+    dtype: str
+    texts: int
+    tokens: int
+    max_abs_diff: float
+    mean_abs_diff: float
+    reference_scale: float  # max(1, largest |logit| of the trained model)
+    tolerance: float  # CHECK_TOLERANCE[dtype] * reference_scale
+    top1_agreement: float  # share of positions where both models predict the same next token
+    adapter_effect_max_abs: float | None  # max |logit change| the adapter makes over the base (LoRA only)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+@dataclass
+class RunFacts:
+    """What the export knows about the trained model: where it is, how it was trained, on what data."""
+
+    method: str  # lora | qlora | full
+    trained_dir: Path  # the adapter folder, or the full model folder
+    base_name: str  # as the user named it: alias, hub id or folder
+    base_source: str  # the folder (or hub id) the base weights load from
+    run_dir: Path | None = None
+    recipe: Any = None  # cptnb.config.Recipe when the run has recipe.yaml
+    report: dict | None = None  # data/report.json
+    adapter_config: dict = field(default_factory=dict)
+    steps: int | None = None  # optimizer steps, from metrics.jsonl
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and what the check measured."""
+
+    out_dir: Path
+    card: Path
+    export_json: Path
+    adapter_dir: Path | None
+    merged_dir: Path | None
+    check: ReloadCheck | None
+    tied_embeddings: str | None  # tied | untied | separate, for the merged model
+
