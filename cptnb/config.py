@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 
 import yaml
 
+from cptnb.configbase import DTYPE_NAMES
 from cptnb.configbase import Section as _Section
+from cptnb.configbase import canonical_dtype as _canonical_dtype
 from cptnb.configbase import choice as _choice
 from cptnb.configbase import option as _f
 from cptnb.configbase import positive as _positive
@@ -32,7 +34,8 @@ from cptnb.errors import ConfigError
 
 METHODS = ("lora", "qlora", "full")
 BACKENDS = ("auto", "unsloth", "transformers")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", *DTYPE_NAMES)  # bf16, fp16, fp32; bfloat16, float16, float32 are read as these
+PRECISIONS = ("auto", *DTYPE_NAMES)
 SCHEDULERS = ("cosine", "linear", "constant")
 
 
@@ -43,7 +46,7 @@ class ModelConfig(_Section):
     name: str = _f("smollm2-135m", "Hub id (e.g. meta-llama/Llama-3.2-1B), local directory, or alias smollm2-135m | tiny-llama.")
     method: str = _f("lora", "lora (adapters), qlora (adapters on a 4-bit base) or full (every weight trains).")
     backend: str = _f("auto", "auto picks Unsloth when a CUDA GPU and Unsloth are present, else transformers + PEFT.")
-    dtype: str = _f("auto", "Weight dtype: auto (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU) or explicit.")
+    dtype: str = _f("auto", "Weight dtype: auto (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU), bf16, fp16 or fp32.")
     max_seq_len_tokens: int = _f(256, "Length of a packed training block, in tokens.")
     lora_rank: int = _f(16, "LoRA rank r: the size of each low-rank update.")
     lora_alpha: int = _f(32, "LoRA alpha: updates are scaled by alpha / r (alpha / sqrt(r) with rsLoRA).")
@@ -54,6 +57,10 @@ class ModelConfig(_Section):
     cache_dir: str = _f("", "Where built aliases are stored; empty means $CPTNB_CACHE or ~/.cache/cptnb.")
     seed: int = _f(1309, "Seed for LoRA initialisation and the tiny model's random weights.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
+
+    def __post_init__(self) -> None:
+        self.dtype = _canonical_dtype(self.dtype)  # old recipes say bfloat16 / float16 / float32
+        super().__post_init__()
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -101,6 +108,10 @@ class TrainConfig(_Section):
     distributed_backend: str = _f("ddp", "Multi-GPU strategy under accelerate/torchrun: ddp, fsdp or deepspeed.")
     zero_stage: int = _f(0, "DeepSpeed ZeRO stage (0-3) when distributed_backend is deepspeed; 0 means off.")
 
+    def __post_init__(self) -> None:
+        self.precision = _canonical_dtype(self.precision)  # bfloat16 reads as bf16, as in model.dtype
+        super().__post_init__()
+
     def problems(self) -> list[str]:
         p: list[str] = []
         _choice(p, "distributed_backend", self.distributed_backend, ("ddp", "fsdp", "deepspeed"))
@@ -121,7 +132,7 @@ class TrainConfig(_Section):
             p.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         _positive(p, "weight_decay", self.weight_decay, allow_zero=True)
         _positive(p, "max_grad_norm", self.max_grad_norm)
-        _choice(p, "precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
+        _choice(p, "precision", self.precision, PRECISIONS)
         _positive(p, "logging_steps", self.logging_steps)
         _positive(p, "eval_steps", self.eval_steps, allow_zero=True)
         _positive(p, "save_steps", self.save_steps, allow_zero=True)

@@ -54,6 +54,27 @@ class Section:
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
 
 
+# One dtype vocabulary for model weights, mixed precision and exports: the short names that TRL,
+# accelerate and DeepSpeed flags use. torch's long names (and a few common ones) are accepted and
+# normalised, so recipes written with ``dtype: bfloat16`` still load.
+DTYPE_NAMES = ("bf16", "fp16", "fp32")
+DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+BYTES_PER_VALUE = {"bf16": 2, "fp16": 2, "fp32": 4}
+
+
+def canonical_dtype(value: Any) -> Any:
+    """The canonical spelling of a dtype name: ``canonical_dtype("bfloat16") == "bf16"``.
+
+    Case, surrounding spaces and a ``torch.`` prefix are ignored; anything that
+    is not a string, or not a known spelling, comes back unchanged (lower-cased)
+    so that validation names it.
+    """
+    if not isinstance(value, str):
+        return value
+    name = value.strip().lower().removeprefix("torch.")
+    return DTYPE_ALIASES.get(name, name)
+
+
 def choice(problems: list[str], name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         problems.append(f"{name} must be one of {', '.join(allowed)}; got {value!r}")

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cptnb.configbase import Section, choice, option
+from cptnb.configbase import DTYPE_NAMES, Section, canonical_dtype, choice, option
 
-EXPORT_DTYPES = ("bf16", "fp16", "fp32")
-_DTYPE_SPELLINGS = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "half": "fp16", "float": "fp32"}
+EXPORT_DTYPES = DTYPE_NAMES  # the kit's one dtype vocabulary (bf16, fp16, fp32); bfloat16 etc. normalise
 
 
 @dataclass
@@ -24,7 +23,9 @@ class ExportConfig(Section):
         "", "Base model: alias, local folder or hub id; empty uses the run's recipe or the adapter's record."
     )
     out_dir: str = option("export", "Folder to write adapter/, merged/, README.md, recipe.yaml and export.json into.")
-    dtype: str = option("bf16", "Dtype of the merged weights on disk: bf16, fp16 or fp32.")
+    dtype: str = option(
+        "bf16", "Dtype of the merged weights on disk: bf16, fp16 or fp32 (bfloat16, float16, float32 read as these)."
+    )
     merge: bool = option(True, "Write merged/, a full model with the adapter folded in (LoRA/QLoRA runs).")
     check: bool = option(True, "Reload merged/ with plain transformers and compare logits with base + adapter.")
     eval_files: list = option([], "Evaluation results to embed in the card (.md or .json); empty looks in run_dir.")
@@ -35,8 +36,7 @@ class ExportConfig(Section):
     overwrite: bool = option(False, "Replace an earlier export in out_dir (only the files an export writes).")
 
     def __post_init__(self) -> None:
-        if isinstance(self.dtype, str):
-            self.dtype = _DTYPE_SPELLINGS.get(self.dtype.lower(), self.dtype.lower())
+        self.dtype = canonical_dtype(self.dtype)
         super().__post_init__()
 
     def problems(self) -> list[str]:

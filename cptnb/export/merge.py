@@ -18,7 +18,7 @@ from typing import Any
 
 from cptnb.data.sources import file_manifest
 from cptnb.errors import ConfigError, ExportError
-from cptnb.export.config import EXPORT_DTYPES, ExportConfig, ReloadCheck, RunFacts
+from cptnb.export.config import ExportConfig, ReloadCheck, RunFacts
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,13 @@ CHECK_TEXTS = (
 
 
 def torch_dtype(name: str):
-    """torch dtype of an export dtype name (bf16, fp16, fp32)."""
-    import torch
+    """torch dtype of an export dtype name (bf16, fp16, fp32, or an alias such as bfloat16)."""
+    from cptnb.models.loading import torch_dtype as to_torch
 
-    if name not in EXPORT_DTYPES:
-        raise ConfigError([f"dtype must be one of {', '.join(EXPORT_DTYPES)}; got {name!r}"], "export")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    try:
+        return to_torch(name)
+    except ConfigError as err:
+        raise ConfigError(err.problems, "export") from None
 
 
 def _load_full_precision(source: str):

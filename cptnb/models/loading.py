@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from cptnb.config import ModelConfig
-from cptnb.errors import CptnbError, ModelNotAvailableError
+from cptnb.configbase import DTYPE_NAMES, canonical_dtype
+from cptnb.errors import ConfigError, CptnbError, ModelNotAvailableError
 from cptnb.guidance import GPU_ON_COLAB, in_colab, in_kaggle
 from cptnb.models.zoo import ALIASES, resolve_alias
 
@@ -69,12 +70,29 @@ def choose_backend(cfg: ModelConfig) -> str:
     return "transformers"
 
 
-def resolve_dtype(name: str):
-    """The weight dtype: explicit, or from the hardware (bf16 > fp16 on GPU, fp32 on CPU)."""
+def torch_dtype(name: str):
+    """The torch dtype of a dtype name in the kit's vocabulary: ``torch_dtype("bf16") is torch.bfloat16``.
+
+    Aliases are read as their canonical name (``"bfloat16"`` as ``"bf16"``); an
+    unknown name raises :class:`ConfigError` listing the valid ones.
+    """
     import torch
 
-    if name != "auto":
-        return getattr(torch, name)
+    name = canonical_dtype(name)
+    if name not in DTYPE_NAMES:
+        raise ConfigError([f"dtype must be one of {', '.join(DTYPE_NAMES)}; got {name!r}"], "dtype")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+def resolve_dtype(name: str):
+    """The weight dtype: explicit (bf16, fp16, fp32, or an alias), or for auto from the hardware.
+
+    auto is bf16 on GPUs that support it, fp16 on older GPUs and fp32 on CPU.
+    """
+    import torch
+
+    if canonical_dtype(name) != "auto":
+        return torch_dtype(name)
     if cuda_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cptnb.config import METHODS, ModelConfig, Recipe
+from cptnb.configbase import BYTES_PER_VALUE
 from cptnb.errors import ConfigError
 from cptnb.models.loading import LoadedModel, cuda_available
 from cptnb.planner.shape import (
@@ -137,7 +138,8 @@ def resolve_hardware(recipe: Recipe, device: str = "auto", num_devices: int | No
     else:
         gpu = device == "cuda"
         precision = recipe.train.precision if recipe.train.precision != "auto" else ("bf16" if gpu else "fp32")
-        weight_bytes = {"auto": 2 if gpu else 4, "float32": 4, "bfloat16": 2, "float16": 2}[recipe.model.dtype]
+        dtype = recipe.model.dtype
+        weight_bytes = (2 if gpu else 4) if dtype == "auto" else BYTES_PER_VALUE[dtype]
         fused = gpu
     return Hardware(device, num_devices, precision, weight_bytes, fused)
 

@@ -70,3 +70,32 @@ def test_recipe_paths_are_read_under_the_repository_root_from_any_working_folder
     assert recipe.data.sources[0] == "data_samples/vi"  # a copy: the original recipe is unchanged
     # Every list-valued data field holds paths: a new one must be added to PATH_FIELDS too.
     assert set(DataConfig.PATH_FIELDS) == {f for f, v in DataConfig().to_dict().items() if isinstance(v, list)}
+
+
+def test_one_dtype_vocabulary_for_model_train_and_export(tmp_path):
+    from cptnb.export.config import ExportConfig
+
+    # Canonical names are the short ones; torch's long names (old recipes) normalise to them.
+    assert ModelConfig(dtype="bfloat16").dtype == "bf16"
+    assert ModelConfig(dtype="float16").dtype == "fp16" and ModelConfig(dtype="torch.float32").dtype == "fp32"
+    assert TrainConfig(precision="bfloat16").precision == "bf16"
+    assert ExportConfig(run_dir="r", dtype="BFloat16").dtype == "bf16"
+    assert ModelConfig.__dataclass_fields__["dtype"].metadata["help"].count("bf16") >= 1
+    old = tmp_path / "old.yaml"
+    old.write_text("model:\n  dtype: bfloat16\n", encoding="utf-8")
+    assert Recipe.from_yaml(old).model.dtype == "bf16"
+    with pytest.raises(ConfigError, match="dtype must be one of auto, bf16, fp16, fp32; got 'bf8'"):
+        ModelConfig(dtype="bf8")
+
+
+def test_dtype_names_map_to_torch_and_bytes():
+    import torch
+
+    from cptnb.configbase import BYTES_PER_VALUE, DTYPE_NAMES
+    from cptnb.models.loading import resolve_dtype, torch_dtype
+
+    for name in DTYPE_NAMES:
+        assert torch_dtype(name).itemsize == BYTES_PER_VALUE[name]
+    assert torch_dtype("bfloat16") is torch.bfloat16 and resolve_dtype("fp16") is torch.float16
+    with pytest.raises(ConfigError, match="dtype must be one of bf16, fp16, fp32"):
+        torch_dtype("int8")
