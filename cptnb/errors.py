@@ -26,6 +26,16 @@ class DataError(CptnbError):
     """Input data is unreadable or malformed (names file, line and field)."""
 
 
+class CorpusTooSmallError(DataError):
+    """The prepared corpus fills no training block; the message says what survived and what to change.
+
+    In a notebook it shows as its message alone, without a traceback, as the CLI shows it.
+    """
+
+    def _render_traceback_(self) -> list[str]:  # IPython calls this instead of formatting the traceback
+        return [f"{type(self).__name__}: {self}"]
+
+
 class ModelNotAvailableError(CptnbError):
     """A model cannot be found locally or downloaded (e.g. offline)."""
 

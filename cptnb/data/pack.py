@@ -143,7 +143,9 @@ def pack_documents(
                     chunk = []
             if chunk:
                 writer.write_batch(pa.record_batch([pa.array(chunk, pa.list_(pa.int32()))], schema=schema))
-        Dataset.from_file(str(tmp / "blocks.arrow")).cast(features).save_to_disk(str(out))
+        blocks = Dataset.from_file(str(tmp / "blocks.arrow")).cast(features)
+        # An empty dataset would be saved as zero shards, which load_from_disk cannot read back: keep one.
+        blocks.save_to_disk(str(out), num_shards=1 if len(blocks) == 0 else None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return packer.result(load_from_disk(str(out)))

@@ -35,9 +35,19 @@ from cptnb.data.documents import Document, DropCounter
 from cptnb.data.mix import MixStats, mix_replay
 from cptnb.data.pack import PackedCorpus, pack_documents
 from cptnb.data.parallel import DocumentStages, StagePool, chunked, merge_into, worker_count
-from cptnb.data.report import Tap, check_accounting, draw_funnel, funnel, source_report, totals, write_json
+from cptnb.data.report import (
+    Tap,
+    check_accounting,
+    draw_funnel,
+    funnel,
+    source_report,
+    too_small_message,
+    totals,
+    write_json,
+)
 from cptnb.data.sources import file_manifest, read_documents
 from cptnb.data.split import split_heldout
+from cptnb.errors import CorpusTooSmallError
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +172,9 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
     """Run every stage over ``cfg.sources`` (+ replay) and write the outputs listed in the module docstring.
 
     ``cfg.block_tokens`` sets the block length; when it is 0, ``block_tokens`` does
-    (the recipe passes ``model.max_seq_len_tokens``).
+    (the recipe passes ``model.max_seq_len_tokens``). When what survives fills no
+    block, the report and funnel are still written, then
+    :class:`~cptnb.errors.CorpusTooSmallError` says what survived and what to change.
 
     Example::
 
@@ -234,4 +246,6 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
     curves = {**funnel(domain_chain.taps), **funnel(general_chain.taps)}
     draw_funnel(report["stages"], curves, out / "funnel.png")
     log.info("prepared %s: %s", out, report["total"])
+    if packed.num_blocks == 0:  # the report is written first, so the learner can see why
+        raise CorpusTooSmallError(too_small_message(report, out / "report.json"))
     return PreparedCorpus(out, packed, held_domain.texts, held_general.texts, report)

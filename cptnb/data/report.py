@@ -33,7 +33,10 @@ class Tap:
 
 
 # Drop reasons of records that never became documents, so no Tap counted them.
-READ_REASONS = {"undecodable_file", "empty_file", "broken_json", "missing_text_field", "non_string_text_field"}
+READ_REASONS = {
+    "undecodable_file", "undecodable_bytes", "empty_file", "broken_json", "missing_text_field",
+    "non_string_text_field",
+}
 
 
 def source_report(first: Tap, last: Tap, drops: DropCounter) -> dict[str, dict[str, Any]]:
@@ -75,6 +78,57 @@ def check_accounting(per_source: dict[str, dict[str, Any]]) -> None:
     for source, e in per_source.items():
         if e["docs_in"] != e["docs_kept"] + sum(e["dropped"].values()):
             raise AssertionError(f"accounting broken for {source}: {e}")
+
+
+# What to loosen when a reason dropped much of the corpus (quality-filter reasons share one entry, below).
+LOOSEN = {
+    "too_short": "data.min_chars",
+    "wrong_language": "data.langid (or data.language)",
+    "low_language_confidence": "data.langid.min_confidence",
+    "exact_duplicate": "data.dedup.exact",
+    "near_duplicate": "data.dedup (threshold, or near: false)",
+    "contaminated": "data.decontam",
+    "undecodable_bytes": "re-save the files as UTF-8",
+    "undecodable_file": "re-save the files as UTF-8",
+    "broken_json": "fix the broken JSON lines",
+    "missing_text_field": "data.text_field",
+    "non_string_text_field": "data.text_field",
+    "empty_file": "remove or fill the empty files",
+}
+QUALITY_PREFIXES = ("gopher_", "c4_", "fineweb_")
+
+
+def too_small_message(report: dict[str, Any], report_path: str | Path, shown_reasons: int = 3) -> str:
+    """Why ``report`` (of ``prepare``) fills no training block, and what to change; for the error it raises."""
+    total, tokens, heldout = report["total"], report["tokens"], report["heldout"]
+    block, tokens_in = tokens["block_size"], tokens["tokens_in"]
+    drops = sorted(total["dropped"].items(), key=lambda kv: (-kv[1], kv[0]))
+    survived = f"{total['docs_kept']:,} of {total['docs_in']:,} document(s) survived preparation"
+    if tokens["docs"]:
+        left = (f"the {tokens['docs']:,} left for training hold {tokens_in:,} tokens (EOS included), fewer than "
+                f"one block of {block} tokens")
+    else:
+        left = "none is left for training"
+    lines = [f"too little text to train on: {survived}, and {left}, so no training block was packed."]
+    if drops:
+        lines.append("Dropped most: " + ", ".join(f"{reason} {n:,}" for reason, n in drops[:shown_reasons]) + ".")
+    held = heldout["domain_docs"] + heldout["general_docs"]
+    if held:
+        lines.append(f"Held out for evaluation: {held:,} document(s) (data.heldout_share).")
+    fixes = ["add more text to data.sources"]
+    if tokens_in >= 2:
+        fits = 1 << (tokens_in.bit_length() - 1)  # the longest power-of-two block that the tokens fill once
+        fixes.append(f"shorten the block: data.block_tokens {fits} or less (now {block})")
+    loosen = []
+    for reason, _ in drops[:shown_reasons]:
+        knob = "data.filters" if reason.startswith(QUALITY_PREFIXES) else LOOSEN.get(reason)
+        if knob and knob not in loosen:
+            loosen.append(knob)
+    if loosen:
+        fixes.append("loosen what dropped most: " + "; ".join(loosen))
+    lines.append("To go on: " + ", or ".join(fixes) + ".")
+    lines.append(f"Every count is in {report_path} (and the funnel beside it).")
+    return "\n".join(lines)
 
 
 def funnel(taps: list[Tap]) -> dict[str, dict[str, list[int]]]:

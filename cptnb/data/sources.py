@@ -10,8 +10,11 @@ Bad input never vanishes: with ``on_error="raise"`` (default) the first bad
 record stops the run with a :class:`DataError` naming the file, the line (or
 byte offset / row) and what to do; with ``on_error="skip"`` it is counted
 under its reason in the :class:`DropCounter` and reading goes on. Reasons:
-``undecodable_file``, ``empty_file``, ``broken_json``, ``missing_text_field``,
-``non_string_text_field``.
+``undecodable_bytes`` (a .txt block or file, or a .jsonl line, holding bytes that
+are not valid UTF-8 / UTF-16: only that document goes, one warning per file names
+the lines and byte offsets), ``undecodable_file`` (the same in a .json / .csv file,
+which parses as a whole, or a parquet file pyarrow cannot read), ``empty_file``,
+``broken_json``, ``missing_text_field``, ``non_string_text_field``.
 
 Provenance: pass ``files_read`` (a list) and every file opened is appended to it as
 ``{"path", "bytes", "sha256"}``; text files are hashed from the bytes already read,
@@ -20,17 +23,23 @@ parquet files and saved datasets in a separate streaming pass.
 
 from __future__ import annotations
 
+import codecs
+import contextvars
 import csv
 import glob
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cptnb.data.documents import Document, DropCounter
 from cptnb.errors import DataError
+
+log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".json", ".txt", ".parquet", ".csv")
 
@@ -60,21 +69,80 @@ def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def decode_bytes(raw: bytes) -> tuple[str | None, str]:
-    """(text, "") or (None, "LINE: what is wrong"). UTF-16 needs its BOM; UTF-8's BOM is optional."""
+# Undecodable bytes become this lone surrogate: strict UTF-8 and UTF-16 decoding never produce one, so
+# a document holding it is exactly a document that held bad bytes.
+BAD_BYTES_MARK = "\udcff"
+_BAD_OFFSETS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("cptnb_bad_offsets")
+
+
+def _mark_bad_bytes(err: UnicodeDecodeError) -> tuple[str, int]:
+    _BAD_OFFSETS.get().append(err.start)
+    return BAD_BYTES_MARK, err.end
+
+
+codecs.register_error("cptnb.mark_bad_bytes", _mark_bad_bytes)
+
+
+@dataclass
+class DecodedText:
+    """A text file's contents: LF line ends, each run of undecodable bytes replaced by :data:`BAD_BYTES_MARK`.
+
+    ``bad_offsets[k]`` is the byte offset in the file of the ``k``-th mark. Use
+    :meth:`locate` to find the bad bytes of one document (a slice of ``text``).
+    """
+
+    text: str
+    encoding: str  # "UTF-8" or "UTF-16", for messages
+    bad_offsets: list[int] = field(default_factory=list)
+    # locate() counts lines and marks incrementally from _pos (documents come in order), so one pass is linear.
+    _pos: int = field(default=0, init=False, repr=False)
+    _line: int = field(default=1, init=False, repr=False)
+    _marks_before: int = field(default=0, init=False, repr=False)
+
+    def locate(self, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
+        """``(line, byte offset)`` of the first bad bytes in ``text[start:end]``, or None when there are none.
+
+        Calls must come in increasing ``start`` order (one pass over the file, linear time).
+        """
+        if not self.bad_offsets:
+            return None
+        at = self.text.find(BAD_BYTES_MARK, max(start, self._pos), len(self.text) if end is None else end)
+        if at < 0:
+            return None
+        self._line += self.text.count("\n", self._pos, at)
+        self._marks_before += self.text.count(BAD_BYTES_MARK, self._pos, at)
+        self._pos = at
+        return self._line, self.bad_offsets[self._marks_before]
+
+    def problem(self, offset: int) -> str:
+        return f"bytes at offset {offset} are not valid {self.encoding}"
+
+
+def decode_text(raw: bytes) -> DecodedText:
+    """Decode a text file's bytes, keeping going past bad bytes (see :class:`DecodedText`).
+
+    UTF-16 needs its BOM; UTF-8's BOM is optional. CRLF and CR become LF.
+    """
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        encoding = "utf-16"
+        encoding, skip = "utf-16", 0  # the codec reads the BOM and reports offsets from the file's start
     else:
-        encoding = "utf-8-sig"
+        encoding, skip = "utf-8", len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    offsets: list[int] = []
+    token = _BAD_OFFSETS.set(offsets)
     try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        return None, (
-            f"{line}: bytes at offset {err.start} are not valid {encoding.upper().replace('-SIG', '')}; re-save the "
-            "file as UTF-8 or pass on_error='skip' to count and skip it"
-        )
-    return text.replace("\r\n", "\n").replace("\r", "\n"), ""
+        text = str(memoryview(raw)[skip:], encoding, "cptnb.mark_bad_bytes")  # a view: no copy of a large file
+    finally:
+        _BAD_OFFSETS.reset(token)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return DecodedText(text, encoding.upper(), [offset + skip for offset in offsets])
+
+
+def _pieces(text: str, separator: str) -> Iterator[tuple[int, str]]:
+    """``(start, piece)`` for each piece of ``text.split(separator)``, with its position in ``text``."""
+    start = 0
+    for piece in text.split(separator):
+        yield start, piece
+        start += len(piece) + len(separator)
 
 
 class _Reader:
@@ -120,34 +188,45 @@ class _Reader:
         source = str(path)
         raw = path.read_bytes()
         self._record_file(path, raw)
-        text, problem = decode_bytes(raw)
-        if text is None:
-            line, message = problem.split(": ", 1)
-            self.bad(f"{path}:{line}", source, "undecodable_file", message)
-            return
-        if not text.strip():
+        decoded = decode_text(raw)
+        del raw  # the text is all that is needed from here
+        if not decoded.text.strip():
             self.bad(str(path), source, "empty_file", "file is empty; remove it or add text")
             return
-        if path.suffix == ".txt":
-            yield from self._txt(path, text)
-        elif path.suffix == ".jsonl":
-            yield from self._jsonl(path, text)
-        elif path.suffix == ".csv":
-            yield from self._csv(path, text)
-        else:
-            yield from self._json(path, text)
-
-    def _txt(self, path: Path, text: str) -> Iterator[Document]:
-        if self.txt_mode == "file":
-            yield Document(text=text.strip(), source=str(path), id=path.stem)
+        if path.suffix in (".txt", ".jsonl"):
+            bad = _BadBytes(self, path, decoded)
+            yield from (self._txt(path, bad) if path.suffix == ".txt" else self._jsonl(path, bad))
+            bad.warn()
             return
-        blocks = (b.strip() for b in text.split("\n\n"))
-        for i, block in enumerate(b for b in blocks if b):
-            yield Document(text=block, source=str(path), id=f"{path.stem}:{i}")
+        # .json and .csv parse as a whole: bad bytes anywhere make the whole file unusable.
+        found = decoded.locate()
+        if found is not None:
+            line, offset = found
+            self.bad(f"{path}:{line}", source, "undecodable_file", f"{decoded.problem(offset)}; re-save the file as "
+                     "UTF-8 or pass on_error='skip' to count and skip it")
+            return
+        if path.suffix == ".csv":
+            yield from self._csv(path, decoded.text)
+        else:
+            yield from self._json(path, decoded.text)
 
-    def _jsonl(self, path: Path, text: str) -> Iterator[Document]:
-        for lineno, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
+    def _txt(self, path: Path, bad: _BadBytes) -> Iterator[Document]:
+        text = bad.decoded.text
+        if self.txt_mode == "file":
+            if not bad.found(0, len(text)):
+                yield Document(text=text.strip(), source=str(path), id=path.stem)
+            return
+        i = 0
+        for start, piece in _pieces(text, "\n\n"):
+            block = piece.strip()
+            if not block or bad.found(start, start + len(piece)):
+                continue
+            yield Document(text=block, source=str(path), id=f"{path.stem}:{i}")
+            i += 1
+
+    def _jsonl(self, path: Path, bad: _BadBytes) -> Iterator[Document]:
+        for lineno, (start, line) in enumerate(_pieces(bad.decoded.text, "\n"), 1):
+            if not line.strip() or bad.found(start, start + len(line)):
                 continue
             try:
                 record = json.loads(line)
@@ -223,6 +302,37 @@ class _Reader:
         return Document(text=value, source=source, id=str(record.get("id") or default_id), meta=meta)
 
 
+class _BadBytes:
+    """The documents of one .txt / .jsonl file that hold undecodable bytes: dropped one by one, then one warning."""
+
+    SHOWN = 5  # locations named in the warning; the count covers the rest
+
+    def __init__(self, reader: _Reader, path: Path, decoded: DecodedText):
+        self.reader, self.path, self.decoded = reader, path, decoded
+        self.where: list[tuple[int, int]] = []  # (line, byte offset) of each dropped document's first bad bytes
+
+    def found(self, start: int, end: int) -> bool:
+        """Whether ``text[start:end]`` (one document) holds bad bytes; if so it is dropped (or raises)."""
+        found = self.decoded.locate(start, end)
+        if found is None:
+            return False
+        line, offset = found
+        self.reader.bad(f"{self.path}:{line}", str(self.path), "undecodable_bytes",
+                        f"{self.decoded.problem(offset)}; re-save the file as {self.decoded.encoding}, or pass "
+                        "on_error='skip' to drop only the documents holding such bytes")
+        self.where.append(found)
+        return True
+
+    def warn(self) -> None:
+        if not self.where:
+            return
+        shown = ", ".join(f"line {line} byte {offset}" for line, offset in self.where[: self.SHOWN])
+        more = f" and {len(self.where) - self.SHOWN} more" if len(self.where) > self.SHOWN else ""
+        log.warning("%s: dropped %d document(s) holding bytes that are not valid %s (%s%s); re-save the file as %s "
+                    "to keep them", self.path, len(self.where), self.decoded.encoding, shown, more,
+                    self.decoded.encoding)
+
+
 def _dataset_name(dataset) -> str:
     info = getattr(dataset, "info", None)
     return (getattr(info, "dataset_name", None) or type(dataset).__name__) if info is not None else type(dataset).__name__
@@ -278,14 +388,12 @@ def read_records(path: Path) -> Iterator[tuple[str, Any]]:
         for i, row in enumerate(table.to_pylist()):
             yield f"{path}:row {i}", row
         return
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}:{line}: not valid UTF-8 ({err.reason} at byte {err.start}); re-save the file as UTF-8"
-        ) from None
+    decoded = decode_text(path.read_bytes())
+    found = decoded.locate()
+    if found is not None:
+        line, offset = found
+        raise DataError(f"{path}:{line}: {decoded.problem(offset)}; re-save the file as UTF-8")
+    text = decoded.text
     if path.suffix == ".json" and text.lstrip().startswith("["):
         try:
             rows = json.loads(text)

@@ -59,7 +59,7 @@ def test_undecodable_file_is_reported_or_counted(tmp_path):
         list(read_documents([path]))
     drops = DropCounter()
     assert list(read_documents([path], on_error="skip", drops=drops)) == []
-    assert drops.by_reason() == {"undecodable_file": 1}
+    assert drops.by_reason() == {"undecodable_bytes": 1}  # the file's one block held the bad bytes
 
 
 def test_missing_path_is_a_clear_error(tmp_path, monkeypatch):
