@@ -3,14 +3,17 @@
 Every user-facing problem (a bad path, a malformed line, a model that cannot be
 loaded offline) raises a :class:`CptnbError` subclass whose message says what
 went wrong, where, and what to do about it. The CLI prints the message alone,
-without a traceback.
+without a traceback, and so does a notebook (IPython's ``_render_traceback_`` hook).
 """
 
 from __future__ import annotations
 
 
 class CptnbError(Exception):
-    """Base class for errors a user can fix."""
+    """Base class for errors a user can fix; a notebook shows its message alone, as the CLI does."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython calls this instead of formatting the traceback
+        return [f"{type(self).__name__}: {self}"]
 
 
 class ConfigError(CptnbError, ValueError):
@@ -27,13 +30,7 @@ class DataError(CptnbError):
 
 
 class CorpusTooSmallError(DataError):
-    """The prepared corpus fills no training block; the message says what survived and what to change.
-
-    In a notebook it shows as its message alone, without a traceback, as the CLI shows it.
-    """
-
-    def _render_traceback_(self) -> list[str]:  # IPython calls this instead of formatting the traceback
-        return [f"{type(self).__name__}: {self}"]
+    """The prepared corpus fills no training block; the message says what survived and what to change."""
 
 
 class ModelNotAvailableError(CptnbError):

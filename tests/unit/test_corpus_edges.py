@@ -161,3 +161,16 @@ def test_notebook_shows_the_message_without_a_traceback(capsys):
     out = capsys.readouterr().out
     assert "CorpusTooSmallError: too little text to train on: 0 of 2" in out
     assert "Traceback" not in out and "prepare_corpus()" not in out
+
+
+def test_every_kit_error_shows_in_a_notebook_without_a_traceback(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_cell("from cptnb.config import TrainConfig\nTrainConfig(max_steps=-5)")
+    finally:
+        InteractiveShell.clear_instance()
+    out = capsys.readouterr().out
+    assert "ConfigError: TrainConfig has 1 problem(s)" in out and "max_steps must be > 0" in out
+    assert "Traceback" not in out and "__post_init__" not in out
