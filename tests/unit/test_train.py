@@ -7,6 +7,7 @@ import torch
 from cptnb.config import TrainConfig
 from cptnb.data import pack_documents
 from cptnb.errors import TrainingDivergedError
+from cptnb.train import trainer as trainer_module
 from cptnb.train.schedules import lr_multiplier
 from cptnb.train.trainer import param_groups, train
 
@@ -74,6 +75,50 @@ def test_resume_continues_from_the_checkpoint_weights_and_step(tiny, blocks, tmp
     later = {e["step"]: e["train_loss"] for e in full.history if "train_loss" in e and e["step"] > 2}
     resumed_losses = [e["train_loss"] for e in resumed.history if "train_loss" in e]
     assert resumed_losses == pytest.approx([later[3], later[4]], abs=1e-4)
+
+
+def test_a_real_run_follows_the_schedule_and_the_embedding_rate(tiny, blocks, tmp_path, monkeypatch):
+    """The trainer uses the kit's optimizer groups and schedule, not transformers' defaults (which share one rate)."""
+    from transformers import TrainerCallback
+
+    seen = []  # per optimizer step: (lr of each group, ids of its tensors, weight decay of each group, fused flag)
+
+    class Spy(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kw):
+            groups = optimizer.param_groups
+            seen.append(([g["lr"] for g in groups], [{id(p) for p in g["params"]} for g in groups],
+                         [g["weight_decay"] for g in groups], optimizer.optimizer.defaults.get("fused")))
+
+    kit_callbacks = trainer_module._callbacks
+    monkeypatch.setattr(trainer_module, "_callbacks", lambda *a: kit_callbacks(*a) + [Spy()])
+    loaded = tiny(method="lora", train_embeddings=True)
+    events = []
+
+    class Collect:
+        def log(self, event):
+            events.append(event)
+
+        def close(self):
+            pass
+
+    steps, warmup, floor, peak, embedding = 6, 2, 0.2, 1e-2, 3e-3
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=steps, per_device_batch_size=2, learning_rate=peak,
+                      embedding_learning_rate=embedding, warmup_steps=warmup, min_lr_ratio=floor, lr_scheduler="cosine",
+                      weight_decay=0.05, optimizer="adamw_torch_fused")
+    train(loaded, blocks, cfg, logger=Collect())
+    expected = [lr_multiplier(s, steps, warmup, "cosine", floor) for s in range(steps)]  # step s is 0-based
+    logged = [e["learning_rate"] for e in events if "train_loss" in e]
+    assert logged == pytest.approx([peak * m for m in expected], rel=1e-9)  # the rate step s+1 trained with
+    assert len(seen) == steps
+    for (lrs, _, _, _), m in zip(seen, expected):
+        assert lrs == pytest.approx([peak * m, embedding * m], rel=1e-9)
+    trainable = {n: id(p) for n, p in loaded.model.named_parameters() if p.requires_grad}
+    embedding_ids = {i for n, i in trainable.items() if "embed_tokens" in n or "lm_head" in n}
+    assert embedding_ids  # train_embeddings really made embeddings trainable
+    _, ids, decay, fused = seen[0]
+    assert ids == [set(trainable.values()) - embedding_ids, embedding_ids]  # every trainable tensor, once
+    assert decay == [0.05, 0.05]
+    assert fused is True  # train.optimizer reaches the optimizer: adamw_torch_fused builds a fused AdamW
 
 
 def test_embeddings_get_their_own_learning_rate(tiny):
