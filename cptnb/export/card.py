@@ -18,6 +18,7 @@ from cptnb.data.sources import data_manifest
 from cptnb.errors import ExportError
 from cptnb.export.config import ExportConfig, ExportResult, RunFacts
 from cptnb.tables import markdown_table
+from cptnb.vocab.adapter import card_lines as vocab_card_lines
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +314,7 @@ def write_model_card(result: ExportResult, facts: RunFacts, cfg: ExportConfig, e
         "",
         *_base_section(facts),
         *_method_section(facts),
+        *vocab_card_lines(facts.trained_dir, facts.run_dir),
         *_data_sections(facts),
         *_eval_section(eval_files),
         *_check_section(result),

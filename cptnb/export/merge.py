@@ -66,7 +66,10 @@ def load_adapted(base_source: str, adapter_dir: str | Path):
     """Base model (float32) with the adapter applied but not merged: the reference for the reload check."""
     from peft import PeftModel
 
+    from cptnb.vocab.adapter import fit_base_to_adapter
+
     base = _load_full_precision(base_source)
+    fit_base_to_adapter(base, adapter_dir)  # an adapter with an extended vocabulary needs the rows it trained
     try:
         return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).eval()
     except (RuntimeError, ValueError, KeyError) as err:

@@ -371,6 +371,9 @@ def load_for_eval(name: str, adapter: str | Path | None = None, dtype: str = "au
             )
         from peft import PeftModel
 
+        from cptnb.vocab.adapter import fit_base_to_adapter
+
+        fit_base_to_adapter(model, adapter_path)  # an adapter with an extended vocabulary needs the rows it trained
         model = PeftModel.from_pretrained(model, str(adapter_path), is_trainable=False)
         if (adapter_path / "tokenizer_config.json").is_file():
             tokenizer_source = str(adapter_path)

@@ -61,6 +61,9 @@ def fit_base_to_adapter(model, adapter_dir: str | Path) -> bool:
         )
     model.resize_token_embeddings(resize["rows_after"], mean_resizing=False)
     model.config.cptnb_vocab = resize
+    if resize["padding_ids"] and getattr(model, "generation_config", None) is not None:
+        padding = set(range(*resize["padding_ids"]))
+        model.generation_config.suppress_tokens = sorted(set(model.generation_config.suppress_tokens or []) | padding)
     return True
 
 
@@ -75,3 +78,40 @@ def _saved_embedding_rows(adapter_dir: Path) -> int | None:
             if "embed_tokens" in key and "lora_" not in key:
                 return int(fh.get_slice(key).get_shape()[0])
     return None
+
+
+def card_lines(trained_dir: str | Path, run_dir: str | Path | None = None) -> list[str]:
+    """The model card's "Vocabulary extension" section for an adapter/model folder, or [] when it has no record."""
+    record = read_record(trained_dir)
+    if record is None:
+        return []
+    resize, corpus = record["resize"], record.get("corpus") or {}
+    n = len(record["new_tokens"])
+    lines = [
+        "## Vocabulary extension", "",
+        f"- {n:,} tokens added (ids {resize['first_new_id']:,} to {resize['tokenizer_size'] - 1:,}), learned with "
+        f"cptnb by continuing the base BPE on {corpus.get('name') or 'the domain corpus'} ({corpus.get('docs', 0):,} "
+        f"documents, {corpus.get('words', 0):,} words; merges seen at least {record.get('min_frequency', 2)} times); "
+        "every old id keeps its meaning",
+        f"- new rows initialised as {resize['method'].replace('_', ' ')}; embeddings "
+        f"{'tied' if resize['tied'] else 'untied (input and output rows both initialised)'}",
+        f"- embedding matrix {resize['rows_before']:,} -> {resize['rows_after']:,} rows (padded to a multiple of "
+        f"{resize['pad_to_multiple_of']}); padding ids {resize['padding_ids'] or 'none'} map to no token and are in "
+        "generation_config.suppress_tokens",
+    ]
+    report_path = Path(run_dir) / "vocab" / "report.json" if run_dir else None
+    if report_path is not None and report_path.is_file():
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        for name, entry in report.get("corpora", {}).items():
+            lines.append(
+                f"- {name}: {entry['before']['tokens_per_word']:.3f} -> {entry['after']['tokens_per_word']:.3f} "
+                f"tokens per word ({100 * entry['tokens_per_word_change']:+.1f}%), "
+                f"{entry['changed_docs']} of {entry['before']['docs']} documents tokenized differently"
+            )
+    lines += [
+        "- to apply `adapter/` to the original base with PEFT, resize the base first: "
+        f"`base.resize_token_embeddings({resize['rows_after']})` (the adapter holds the trained rows); "
+        "`cptnb.vocab.fit_base_to_adapter(base, adapter_dir)` does this",
+        "",
+    ]
+    return lines
