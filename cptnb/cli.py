@@ -93,6 +93,18 @@ def _cmd_train(args) -> None:
         print(f"trained {result.steps} steps, final train loss {result.final_train_loss:.4f}; saved {result.final_dir}")
 
 
+def _cmd_extend_vocab(args) -> None:
+    from cptnb.cli_options import recipe_from_args
+    from cptnb.vocab.extend import extend_for_recipe
+
+    recipe = recipe_from_args(args, args.config)
+    result = extend_for_recipe(recipe, args.out)
+    domain = result.report["corpora"]["domain"]
+    print(f"added {len(result.extension.new_tokens):,} tokens: Vietnamese-side tokens per word "
+          f"{domain['before']['tokens_per_word']:.3f} -> {domain['after']['tokens_per_word']:.3f}; wrote {result.model_dir}")
+    print(f"train on it with --model.name {result.model_dir} (report: {result.model_dir.parent / 'report.md'})")
+
+
 def _cmd_plan(args) -> None:
     import tempfile
 
@@ -245,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="processes (GPUs, or CPU shares with gloo) to train with, via torchrun (default 1)")
     add_recipe_options(tr)
     tr.set_defaults(func=_cmd_train)
+
+    xv = sub.add_parser(
+        "extend-vocab",
+        help="learn new tokens from the corpus, extend the tokenizer and resize the model (cptnb.vocab)",
+        description="Example: cptnb extend-vocab --config recipe.yaml --model.vocab.new_tokens 1000 --out runs/vocab; "
+        "data options choose the corpus, --model.vocab.* the extension.",
+    )
+    xv.add_argument("--config", help="recipe YAML whose data and model sections to use (default: built-in defaults)")
+    xv.add_argument("--out", required=True, help="output folder: model/ (loadable), report.json, report.md")
+    add_recipe_options(xv, sections=("data", "model"))
+    xv.set_defaults(func=_cmd_extend_vocab)
 
     pl = sub.add_parser(
         "plan",

@@ -32,8 +32,6 @@ class VocabConfig(Section):
         for name in ("new_tokens", "min_frequency", "pad_to_multiple_of", "embedding_stage_steps"):
             if not isinstance(getattr(self, name), int):
                 p.append(f"{name} must be an integer, got {getattr(self, name)!r}")
-        if self.embedding_stage_steps and self.embedding_stage_rows == "new" and not self.new_tokens:
-            p.append("embedding_stage_rows 'new' needs new_tokens > 0 (or set embedding_stage_rows: all)")
         return p
 
 

@@ -153,6 +153,18 @@ def extended_model_config(recipe, out_dir: str | Path, build: bool = True):
     return model_cfg.replace(name=str(model_dir))
 
 
+def extend_for_recipe(recipe, out_dir: str | Path) -> ExtensionResult:
+    """``cptnb extend-vocab``: learn ``recipe.model.vocab.new_tokens`` tokens from the recipe's training documents."""
+    if not recipe.model.vocab.new_tokens:
+        raise VocabError("model.vocab.new_tokens is 0: say how many tokens to add, e.g. --model.vocab.new_tokens 1000")
+    data = recipe.data
+    return extend_vocabulary(
+        recipe.model, learning_texts(data), out_dir,
+        general_texts=_texts_of([*data.replay_sources, *data.heldout_general]), heldout_texts=_texts_of(data.heldout_domain),
+        corpus_name=", ".join(str(s) for s in data.sources),
+    )
+
+
 def _texts_of(paths: list) -> list[str]:
     from cptnb.data import clean_documents, read_documents
 

@@ -124,5 +124,18 @@ def test_vocab_settings_are_checked_with_the_recipe():
         Recipe().replace(model={"vocab": {"new_tokens": 10}, "train_embeddings": False})
     with pytest.raises(ConfigError, match="model.vocab.init must be one of"):
         Recipe().replace(model={"vocab": {"init": "zeros"}})
-    with pytest.raises(ConfigError, match="embedding_stage_rows 'new' needs new_tokens > 0"):
-        Recipe().replace(model={"vocab": {"embedding_stage_steps": 3}, "train_embeddings": True})
+    with pytest.raises(ConfigError, match="embedding_stage_rows must be one of new, all"):
+        Recipe().replace(model={"vocab": {"embedding_stage_rows": "old"}, "train_embeddings": True})
+
+
+def test_extend_vocab_command_writes_the_extended_model_and_explains_a_missing_count(tmp_path, capsys):
+    from cptnb.cli import main
+
+    common = ["--model.name", "tiny-llama", "--model.train_embeddings", "true", "--data.heldout_share", "0.1",
+              "--out", str(tmp_path / "vocab")]
+    assert main(["extend-vocab", *common]) == 2
+    assert "model.vocab.new_tokens is 0" in capsys.readouterr().err
+    assert main(["extend-vocab", *common, "--model.vocab.new_tokens", "50"]) == 0
+    assert "train on it with --model.name" in capsys.readouterr().out
+    assert len(read_record(tmp_path / "vocab" / "model")["new_tokens"]) == 50
+    assert (tmp_path / "vocab" / "report.md").is_file()
