@@ -121,6 +121,16 @@ def test_install_adds_only_what_this_python_lacks(tmp_path):
     assert not list((tmp_path / "site").glob("*yaml*"))
 
 
+def test_without_pip_a_wheel_is_unpacked_with_its_purelib_and_without_its_scripts(tmp_path):
+    wheel = _wheel(tmp_path / "pkg-1.0-py3-none-any.whl", "pkg-1.0",
+                   {"pkg/__init__.py": b"x = 1\n", "pkg-1.0.data/purelib/pkg_extra.py": b"y = 2\n",
+                    "pkg-1.0.data/scripts/pkg-cli": b"#!python\n"})
+    wheels.extract_wheel(wheel, tmp_path / "site")
+    site = tmp_path / "site"
+    assert (site / "pkg" / "__init__.py").read_text() == "x = 1\n" and (site / "pkg_extra.py").is_file()
+    assert (site / "pkg-1.0.dist-info" / "RECORD").is_file() and not list(site.rglob("pkg-cli"))
+
+
 def test_every_unmet_requirement_is_named(tmp_path):
     requires = ["bbb>=2", "ddd", "transformers<5", "numpy", "xformers>=0.0.27", "eee; python_version < '3.0'",
                 "fff; extra == 'dev'"]
