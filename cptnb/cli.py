@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from cptnb.cli_options import add_config_options, add_recipe_options
+from cptnb.cli_options import PREPARE_ALIASES, PREPARE_MODEL_FIELDS, add_config_options, add_recipe_options
 from cptnb.errors import CptnbError
 
 
@@ -46,25 +46,11 @@ def _cmd_notebook(args) -> None:
 
 
 def _cmd_prepare(args) -> None:
-    from cptnb.config import DataConfig, ModelConfig, Recipe
+    from cptnb.cli_options import recipe_from_args
     from cptnb.data.pipeline import prepare
     from cptnb.models.loading import load_tokenizer
 
-    if args.config:
-        recipe = Recipe.from_yaml(args.config)
-    else:
-        if not args.source:
-            raise CptnbError("give --config recipe.yaml, or at least one --source PATH")
-        data = DataConfig(
-            sources=args.source,
-            language=args.lang,
-            text_field=args.text_field,
-            replay_sources=args.replay or [],
-            replay_share=args.replay_share if args.replay else 0.0,
-            eval_tasks=args.eval_tasks or [],
-            on_error=args.on_error,
-        )
-        recipe = Recipe(data=data, model=ModelConfig(name=args.tokenizer, max_seq_len_tokens=args.block_tokens))
+    recipe = recipe_from_args(args, args.config)
     out = args.out or str(Path(recipe.train.output_dir) / "data")
     tokenizer = load_tokenizer(recipe.model)
     prepared = prepare(recipe.data, tokenizer, out, block_tokens=recipe.model.max_seq_len_tokens)
@@ -141,7 +127,8 @@ def _cmd_evaluate(args) -> None:
     tasks = tasks_from(cfg, only=args.task)
     model, tokenizer = load_for_eval(args.model, args.adapter)
     heldout = heldout_texts(args.heldout_domain or [], args.heldout_general or [], args.heldout_docs)
-    doc = evaluate_model(model, tokenizer, cfg, heldout, {"model": args.model, "adapter": args.adapter}, args.out, tasks)
+    meta = {"model": args.model, "adapter": args.adapter}
+    doc = evaluate_model(model, tokenizer, cfg, heldout, meta, args.out, tasks)
     for name, task in doc["tasks"].items():
         scores = ", ".join(f"{metric} {value:.4f}" for metric, value in task["metrics"].items())
         print(f"  {name} (n={task['n']}): {scores}")
@@ -188,7 +175,8 @@ def _cmd_export(args) -> None:
 
     result = export(config_from_args(args, ExportConfig))
     print(f"exported to {result.out_dir}")
-    for label, path in (("adapter", result.adapter_dir), ("merged model", result.merged_dir), ("model card", result.card)):
+    parts = (("adapter", result.adapter_dir), ("merged model", result.merged_dir), ("model card", result.card))
+    for label, path in parts:
         if path:
             print(f"  {label}: {path}")
     if result.check:
@@ -231,18 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     nb.set_defaults(func=_cmd_notebook)
 
-    prep = sub.add_parser("prepare", help="clean, filter, dedup, decontaminate, split, mix and pack a corpus")
-    prep.add_argument("--config", help="recipe YAML (its data and model sections are used)")
-    prep.add_argument("--source", action="append", help="corpus file, folder or glob (repeatable)")
+    prep = sub.add_parser(
+        "prepare",
+        help="clean, filter, dedup, decontaminate, split, mix and pack a corpus",
+        description="Every data field is an option (--data.sources my_corpus/ --data.language vi "
+        "--data.replay_sources general_en/ --data.replay_share 0.1, ...), the tokenizer is --model.name; "
+        "options override the recipe YAML given with --config (or the built-in defaults).",
+    )
+    prep.add_argument("--config", help="recipe YAML whose data and model sections to use (default: built-in defaults)")
     prep.add_argument("--out", help="output directory (default: <train.output_dir>/data)")
-    prep.add_argument("--lang", default="vi", help="language of the sources (default vi)")
-    prep.add_argument("--text-field", default="text", help="field holding the text (default text)")
-    prep.add_argument("--replay", action="append", help="general-language replay source (repeatable)")
-    prep.add_argument("--replay-share", type=float, default=0.1, help="replay share of training tokens")
-    prep.add_argument("--eval-tasks", action="append", help="eval task file or folder to decontaminate against")
-    prep.add_argument("--on-error", choices=("raise", "skip"), default="raise", help="bad input: stop or count+skip")
-    prep.add_argument("--tokenizer", default="smollm2-135m", help="model whose tokenizer packs the corpus")
-    prep.add_argument("--block-tokens", type=int, default=256, help="packed block length")
+    add_recipe_options(prep, sections=("data", "model"), only={"model": PREPARE_MODEL_FIELDS}, aliases=PREPARE_ALIASES)
     prep.set_defaults(func=_cmd_prepare)
 
     tr = sub.add_parser(
@@ -296,8 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", action="append", help="only this task (repeatable), e.g. --task exams_vi")
     ev.add_argument("--out", required=True, help="output folder for results.json and report.md")
     ev.add_argument("--config", help="recipe YAML whose eval section to use (options below override it)")
-    ev.add_argument("--heldout-domain", nargs="*", default=None, help="held-out domain text files (perplexity, bits per byte)")
-    ev.add_argument("--heldout-general", nargs="*", default=None, help="held-out general text files (the forgetting signal)")
+    ev.add_argument("--heldout-domain", nargs="*", default=None,
+                    help="held-out domain text files (perplexity, bits per byte)")
+    ev.add_argument("--heldout-general", nargs="*", default=None,
+                    help="held-out general text files (the forgetting signal)")
     ev.add_argument("--heldout-docs", type=int, default=0, help="score at most this many held-out documents per set")
     add_recipe_options(ev, sections=("eval",))
     ev.set_defaults(func=_cmd_evaluate)
@@ -328,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser(
         "export",
         help="adapter + merged safetensors + model card + reload check, from a run folder or an adapter",
-        description="Example: cptnb export --run_dir runs/smollm2_vi_lora_cpu --out_dir exports/smollm2-vi --dtype bf16",
+        description="Example: cptnb export --run_dir runs/smollm2_vi_lora_cpu --out_dir exports/smollm2-vi "
+        "--dtype bf16",
     )
     add_config_options(exp, _export_config_class())
     exp.set_defaults(func=_cmd_export)

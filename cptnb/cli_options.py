@@ -24,10 +24,18 @@ from typing import Any, Callable
 import yaml
 
 from cptnb.config import Recipe
-from cptnb.configbase import Section
+from cptnb.configbase import nested_sections
 
 # Short spellings kept for the most used overrides (older docs and scripts use them).
 ALIASES = {"train.max_steps": ["--max-steps"], "train.output_dir": ["--output-dir"]}
+# `cptnb prepare`'s spellings from before its options were generated; defaults now come from the dataclasses.
+PREPARE_ALIASES = {
+    "data.sources": ["--source"], "data.language": ["--lang"], "data.text_field": ["--text-field"],
+    "data.replay_sources": ["--replay"], "data.replay_share": ["--replay-share"], "data.eval_tasks": ["--eval-tasks"],
+    "data.on_error": ["--on-error"], "data.block_tokens": ["--block-tokens"], "model.name": ["--tokenizer"],
+}
+# What prepare needs of the model section: the tokenizer (name, where it is built) and the block length.
+PREPARE_MODEL_FIELDS = ("name", "max_seq_len_tokens", "cache_dir", "seed", "trust_remote_code")
 _PREFIX = "recipe:"  # argparse dest prefix, so generated options never clash with a command's own
 
 
@@ -59,12 +67,13 @@ def _argument(field: dataclasses.Field) -> dict[str, Any]:
     annotation = str(field.type).replace(" ", "")
     help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
     kwargs: dict[str, Any] = {"help": help_text, "default": argparse.SUPPRESS}
-    if annotation == "list":
-        kwargs.update(nargs="+", metavar="VALUE")
+    if annotation == "list":  # --x a b, or --x a --x b (the option repeated adds to the list)
+        kwargs.update(nargs="+", action="extend", metavar="VALUE")
     elif annotation == "Any":  # e.g. target_modules: a keyword or a list
         kwargs.update(nargs="+", type=_yaml_value, metavar="VALUE")
-    elif annotation.endswith("|None") and annotation[: -len("|None")] in _CONVERTERS:
-        kwargs.update(type=_optional(_CONVERTERS[annotation[: -len("|None")]]), metavar=annotation[: -len("|None")].upper())
+    elif annotation.endswith("|None") and annotation.removesuffix("|None") in _CONVERTERS:
+        base = annotation.removesuffix("|None")
+        kwargs.update(type=_optional(_CONVERTERS[base]), metavar=base.upper())
     elif annotation in _CONVERTERS:
         kwargs.update(type=_CONVERTERS[annotation], metavar=annotation.upper())
     else:
@@ -72,37 +81,45 @@ def _argument(field: dataclasses.Field) -> dict[str, Any]:
     return kwargs
 
 
-def _nested_section(field: dataclasses.Field) -> type | None:
-    if field.default_factory is dataclasses.MISSING:  # type: ignore[misc]
-        return None
-    default = field.default_factory()  # type: ignore[misc]
-    return type(default) if isinstance(default, Section) else None
-
-
 def _option_name(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _add_section(parser: argparse.ArgumentParser, cls: type, path: str) -> None:
+def _add_section(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    path: str,
+    only: tuple[str, ...] | None = None,
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
     title = f"{path} options" if path else "settings"
     group = parser.add_argument_group(title, (cls.__doc__ or "").strip().splitlines()[0])
-    nested = []
+    aliases = ALIASES if aliases is None else aliases
+    nested = nested_sections(cls)
     for field in dataclasses.fields(cls):
-        name = _option_name(path, field.name)
-        sub = _nested_section(field)
-        if sub is not None:
-            nested.append((sub, name))
+        if (only is not None and field.name not in only) or field.name in nested:
             continue
-        group.add_argument(f"--{name}", *ALIASES.get(name, []), dest=_PREFIX + name, **_argument(field))
-    for sub, name in nested:
-        _add_section(parser, sub, name)
+        name = _option_name(path, field.name)
+        group.add_argument(f"--{name}", *aliases.get(name, []), dest=_PREFIX + name, **_argument(field))
+    for field_name, sub in nested.items():
+        if only is None or field_name in only:
+            _add_section(parser, sub, _option_name(path, field_name), aliases=aliases)
 
 
-def add_recipe_options(parser: argparse.ArgumentParser, sections: tuple[str, ...] = ("data", "model", "train", "eval")) -> None:
-    """Add ``--<section>.<field>`` options for the given recipe sections to ``parser``."""
-    defaults = Recipe()
+def add_recipe_options(
+    parser: argparse.ArgumentParser,
+    sections: tuple[str, ...] = ("data", "model", "train", "eval"),
+    only: dict[str, tuple[str, ...]] | None = None,
+    aliases: dict[str, list[str]] | None = None,
+) -> None:
+    """Add ``--<section>.<field>`` options for the given recipe sections to ``parser``.
+
+    ``only`` limits a section to some of its fields (``{"model": ("name",)}``);
+    ``aliases`` maps an option (``"data.sources"``) to extra spellings
+    (default :data:`ALIASES`).
+    """
     for name in sections:
-        _add_section(parser, type(getattr(defaults, name)), name)
+        _add_section(parser, nested_sections(Recipe)[name], name, (only or {}).get(name), aliases)
 
 
 def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:

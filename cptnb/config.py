@@ -5,22 +5,26 @@ A :class:`Recipe` groups four sections: :class:`DataConfig`, :class:`ModelConfig
 ``help`` (shown by the CLI and in YAML dumps); each section validates itself in
 ``__post_init__`` and reports every problem at once, with the fix.
 
+Recipes are frozen: change one with :meth:`Recipe.replace`, which returns a
+changed copy checked exactly like a new recipe (assigning a field raises a
+:class:`~cptnb.errors.ConfigError` naming the ``replace`` to write instead).
+
 Example::
 
-    recipe = Recipe.from_yaml("recipe.yaml")
-    recipe.train.max_steps = 40
+    recipe = Recipe.from_sample("smollm2_vi_lora_cpu")  # or Recipe.from_yaml("recipe.yaml")
+    recipe = recipe.replace(train={"max_steps": 40}, model={"lora_rank": 8})
     recipe.to_yaml("run/recipe.yaml")
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from cptnb.configbase import DTYPE_NAMES
+from cptnb.configbase import DTYPE_NAMES, RECIPE_PATHS, nested_sections
 from cptnb.configbase import Section as _Section
 from cptnb.configbase import canonical_dtype as _canonical_dtype
 from cptnb.configbase import choice as _choice
@@ -31,6 +35,7 @@ from cptnb.data.dedup import DedupConfig
 from cptnb.data.filters import FilterConfig
 from cptnb.data.langid import LangIdConfig
 from cptnb.errors import ConfigError
+from cptnb.paths import data_samples_dir
 
 METHODS = ("lora", "qlora", "full")
 BACKENDS = ("auto", "unsloth", "transformers")
@@ -39,20 +44,30 @@ PRECISIONS = ("auto", *DTYPE_NAMES)
 SCHEDULERS = ("cosine", "linear", "constant")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass
 class ModelConfig(_Section):
     """Which model to start from and how to make it trainable."""
 
-    name: str = _f("smollm2-135m", "Hub id (e.g. meta-llama/Llama-3.2-1B), local directory, or alias smollm2-135m | tiny-llama.")
+    name: str = _f(
+        "smollm2-135m", "Hub id (e.g. meta-llama/Llama-3.2-1B), local directory, or alias smollm2-135m | tiny-llama."
+    )
     method: str = _f("lora", "lora (adapters), qlora (adapters on a 4-bit base) or full (every weight trains).")
     backend: str = _f("auto", "auto picks Unsloth when a CUDA GPU and Unsloth are present, else transformers + PEFT.")
-    dtype: str = _f("auto", "Weight dtype: auto (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU), bf16, fp16 or fp32.")
+    dtype: str = _f(
+        "auto", "Weight dtype: auto (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU), bf16, fp16, fp32."
+    )
     max_seq_len_tokens: int = _f(256, "Length of a packed training block, in tokens.")
     lora_rank: int = _f(16, "LoRA rank r: the size of each low-rank update.")
     lora_alpha: int = _f(32, "LoRA alpha: updates are scaled by alpha / r (alpha / sqrt(r) with rsLoRA).")
     lora_dropout: float = _f(0.0, "Dropout on the LoRA input, 0 to 1.")
     use_rslora: bool = _f(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)), helpful for large ranks.")
-    target_modules: Any = _f("all-linear", "LoRA targets: 'all-linear' or a list of module names such as [q_proj, v_proj].")
+    target_modules: Any = _f(
+        "all-linear", "LoRA targets: 'all-linear' or a list of module names such as [q_proj, v_proj]."
+    )
     train_embeddings: bool = _f(False, "Also train embed_tokens and lm_head in full (recommended for a new language).")
     cache_dir: str = _f("", "Where built aliases are stored; empty means $CPTNB_CACHE or ~/.cache/cptnb.")
     seed: int = _f(1309, "Seed for LoRA initialisation and the tiny model's random weights.")
@@ -90,7 +105,9 @@ class TrainConfig(_Section):
     per_device_batch_size: int = _f(4, "Packed blocks per device per micro-batch.")
     gradient_accumulation_steps: int = _f(1, "Micro-batches summed into one optimizer step.")
     learning_rate: float = _f(2e-4, "Peak learning rate for LoRA weights or full weights.")
-    embedding_learning_rate: float = _f(0.0, "Learning rate for embed_tokens/lm_head when trained; 0 means learning_rate / 10.")
+    embedding_learning_rate: float = _f(
+        0.0, "Learning rate for embed_tokens/lm_head when trained; 0 means learning_rate / 10."
+    )
     lr_scheduler: str = _f("cosine", "Schedule after warmup: cosine, linear or constant.")
     warmup_steps: int = _f(0, "Linear warmup length in optimizer steps (takes precedence over warmup_ratio).")
     warmup_ratio: float = _f(0.05, "Warmup as a share of all steps, used when warmup_steps is 0.")
@@ -102,7 +119,9 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     logging_steps: int = _f(1, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(0, "Evaluate held-out domain/general loss every N steps; 0 disables periodic eval.")
-    save_steps: int = _f(0, "Save a resumable checkpoint every N steps; 0 saves none (the final adapter/model is always saved).")
+    save_steps: int = _f(
+        0, "Save a resumable checkpoint every N steps; 0 saves none (the final adapter/model is always saved)."
+    )
     save_total_limit: int = _f(2, "Keep at most this many checkpoints.")
     seed: int = _f(1309, "Seed for data order and dropout.")
     distributed_backend: str = _f("ddp", "Multi-GPU strategy under accelerate/torchrun: ddp, fsdp or deepspeed.")
@@ -144,50 +163,58 @@ class TrainConfig(_Section):
         return self.embedding_learning_rate or self.learning_rate / 10
 
 
-_NESTED_DATA = {"filters": FilterConfig, "langid": LangIdConfig, "dedup": DedupConfig, "decontam": DecontamConfig}
-
-
 @dataclass
 class DataConfig(_Section):
     """Where the corpus comes from, how it is cleaned, and how it is cut into training blocks."""
 
     # Fields holding file/folder paths (Recipe.with_paths_under resolves them against the repository root).
-    PATH_FIELDS: ClassVar[tuple[str, ...]] = ("sources", "replay_sources", "heldout_domain", "heldout_general", "eval_tasks")
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = (
+        "sources", "replay_sources", "heldout_domain", "heldout_general", "eval_tasks"
+    )
 
-    sources: list = _f(["data_samples/vi"], "Domain corpus: files, folders or globs (.jsonl .json .txt .parquet .csv, saved datasets).")
+    sources: list = _f(
+        ["data_samples/vi"], "Domain corpus: files, folders or globs (.jsonl .json .txt .parquet .csv, saved datasets)."
+    )
     text_field: str = _f("text", "Field (column) holding the document text in structured sources.")
-    on_error: str = _f("raise", "Bad input: raise (stop with file and line) or skip (count under its reason and go on).")
+    on_error: str = _f(
+        "raise", "Bad input: raise (stop with file and line) or skip (count under its reason and go on)."
+    )
     txt_mode: str = _f("blocks", "Plain-text files: one document per blank-line-separated block, or per file.")
     language: str = _f("vi", "Language of the domain corpus (language filter and quality-filter defaults).")
     replay_sources: list = _f([], "General-language files mixed in to limit forgetting.")
     replay_language: str = _f("en", "Language of the replay sources.")
     replay_share: float = _f(0.0, "Target share of training tokens taken from replay_sources, 0 to 0.9.")
     heldout_share: float = _f(0.05, "Share of documents held out (by text hash) from each corpus for evaluation.")
-    heldout_domain: list = _f(["data_samples/heldout/vi_heldout.jsonl"], "Extra held-out domain documents for loss/perplexity/bits per byte.")
-    heldout_general: list = _f(["data_samples/heldout/en_heldout.jsonl"], "Extra held-out general documents: the forgetting signal.")
-    eval_tasks: list = _f([], "Evaluation task files or folders: training documents sharing long n-grams with them are dropped.")
+    heldout_domain: list = _f(
+        ["data_samples/heldout/vi_heldout.jsonl"], "Extra held-out domain documents for loss/perplexity/bits per byte."
+    )
+    heldout_general: list = _f(
+        ["data_samples/heldout/en_heldout.jsonl"], "Extra held-out general documents: the forgetting signal."
+    )
+    eval_tasks: list = _f(
+        [], "Evaluation task files or folders: training documents sharing long n-grams with them are dropped."
+    )
     min_chars: int = _f(20, "Documents shorter than this many characters after cleaning are dropped (and counted).")
     block_tokens: int = _f(0, "Packed block length in tokens; 0 means model.max_seq_len_tokens.")
-    num_proc: Any = _f("auto", "Worker processes for clean, language id and filters: an integer (1 = none) or auto (one per core from 8 MB of input).")
-    chunk_docs: int = _f(256, "Documents handed to the per-document stages (or a worker) at a time; bounds memory, not results.")
-    filters: FilterConfig = field(default_factory=FilterConfig, metadata={"help": "Gopher / C4 / FineWeb quality rules."})
+    num_proc: Any = _f(
+        "auto",
+        "Worker processes for clean, language id and filters: an integer (1 = none) "
+        "or auto (one per core from 8 MB of input).",
+    )
+    chunk_docs: int = _f(
+        256, "Documents handed to the per-document stages (or a worker) at a time; bounds memory, not results."
+    )
+    filters: FilterConfig = field(
+        default_factory=FilterConfig, metadata={"help": "Gopher / C4 / FineWeb quality rules."}
+    )
     langid: LangIdConfig = field(default_factory=LangIdConfig, metadata={"help": "Offline language identification."})
-    dedup: DedupConfig = field(default_factory=DedupConfig, metadata={"help": "Exact and MinHash near-duplicate removal."})
-    decontam: DecontamConfig = field(default_factory=DecontamConfig, metadata={"help": "Drop documents overlapping eval tasks."})
+    dedup: DedupConfig = field(
+        default_factory=DedupConfig, metadata={"help": "Exact and MinHash near-duplicate removal."}
+    )
+    decontam: DecontamConfig = field(
+        default_factory=DecontamConfig, metadata={"help": "Drop documents overlapping eval tasks."}
+    )
     seed: int = _f(1309, "Seed for replay sampling and shuffling.")
-
-    def __post_init__(self) -> None:
-        nested_problems: list[str] = []
-        for name, cls in _NESTED_DATA.items():
-            value = getattr(self, name)
-            if isinstance(value, dict) or value is None:
-                try:
-                    setattr(self, name, cls.from_dict(value))
-                except ConfigError as err:
-                    nested_problems += [f"{name}.{p}" for p in err.problems]
-        found = nested_problems + self.problems()
-        if found:
-            raise ConfigError(found, where=type(self).__name__)
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -217,29 +244,39 @@ class EvalConfig(_Section):
     """What to measure before and after training."""
 
     window_tokens: int = _f(1024, "Sliding-window length for perplexity on long documents.")
-    stride_tokens: int = _f(512, "Step between windows; each token is scored once with up to window-stride tokens of context.")
+    stride_tokens: int = _f(
+        512, "Step between windows; each token is scored once with up to window-stride tokens of context."
+    )
     batch_size: int = _f(8, "Perplexity windows, or task items (each with all its choices), scored per forward pass.")
     prompts: list = _f([], "Prompts for the generation spot-check, base and adapted side by side.")
     max_new_tokens: int = _f(40, "Tokens generated per prompt (greedy).")
-    tasks: list = _f(["data_samples/eval"], "Evaluation task folders (ViLLM-Eval style), or folders of task folders, to score before and after.")
-    limit: int = _f(0, "Score only the first N items of each task (of each subject for exams_vi), like lm-eval's --limit; 0 means all.")
+    tasks: list = _f(
+        ["data_samples/eval"],
+        "Evaluation task folders (ViLLM-Eval style), or folders of task folders, to score before and after.",
+    )
+    limit: int = _f(
+        0, "Score only the first N items of each task (each subject for exams_vi), like lm-eval's --limit; 0 means all."
+    )
     num_fewshot: int = _f(-1, "Few-shot examples per item for every task; -1 keeps each task's own task.yaml value.")
-    fewshot_seed: int = _f(-1, "Seed of the few-shot draw (lm-eval's fewshot_random_seed); -1 keeps each task's own (1234, lm-eval's default).")
+    fewshot_seed: int = _f(
+        -1, "Seed of the few-shot draw (lm-eval's fewshot_random_seed); -1 keeps each task's own (1234, as lm-eval)."
+    )
 
     def problems(self) -> list[str]:
         p: list[str] = []
         _positive(p, "window_tokens", self.window_tokens)
         _positive(p, "stride_tokens", self.stride_tokens)
-        if isinstance(self.stride_tokens, int) and isinstance(self.window_tokens, int) and self.stride_tokens > self.window_tokens:
+        ints = isinstance(self.stride_tokens, int) and isinstance(self.window_tokens, int)
+        if ints and self.stride_tokens > self.window_tokens:
             p.append(f"stride_tokens ({self.stride_tokens}) must be <= window_tokens ({self.window_tokens})")
         _positive(p, "batch_size", self.batch_size)
         _positive(p, "max_new_tokens", self.max_new_tokens)
         if not isinstance(self.tasks, list) or not all(isinstance(t, str) for t in self.tasks):
             p.append(f"tasks must be a list of task folder paths, got {self.tasks!r}")
         _positive(p, "limit", self.limit, allow_zero=True)
-        if not (isinstance(self.num_fewshot, int) and not isinstance(self.num_fewshot, bool) and self.num_fewshot >= -1):
+        if not (_is_int(self.num_fewshot) and self.num_fewshot >= -1):
             p.append(f"num_fewshot must be >= 0, or -1 to keep each task's own value; got {self.num_fewshot!r}")
-        if not (isinstance(self.fewshot_seed, int) and not isinstance(self.fewshot_seed, bool) and self.fewshot_seed >= -1):
+        if not (_is_int(self.fewshot_seed) and self.fewshot_seed >= -1):
             p.append(f"fewshot_seed must be >= 0, or -1 to keep each task's own seed; got {self.fewshot_seed!r}")
         return p
 
@@ -248,13 +285,33 @@ _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "ev
 
 
 @dataclass
-class Recipe:
-    """A whole run: data, model, train and eval sections."""
+class Recipe(_Section):
+    """A whole run: data, model, train and eval sections (frozen: change it with :meth:`replace`)."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": DataConfig.__doc__})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": ModelConfig.__doc__})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": TrainConfig.__doc__})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": EvalConfig.__doc__})
+
+    def replace(self, **changes: Any) -> "Recipe":
+        """A copy with ``changes`` applied, checked like a new recipe: every problem in every section at once.
+
+        Each keyword is a section, given a mapping of the fields to change
+        (nested data sections take their own mapping); the other fields keep
+        their values, and the recipe it was called on is not modified.
+
+        Example::
+
+            recipe = recipe.replace(
+                data={"replay_share": 0.2, "replay_sources": ["data_samples/en"], "dedup": {"threshold": 0.7}},
+                train={"max_steps": 40, "learning_rate": 1e-4},
+            )
+        """
+        unknown = sorted(set(changes) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError([f"unknown section {k!r}; sections are {', '.join(_SECTIONS)}" for k in unknown],
+                              "recipe")
+        return super().replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name).to_dict() for name in _SECTIONS}
@@ -289,6 +346,36 @@ class Recipe:
             raise ConfigError(["top level must be a mapping with data/model/train/eval sections"], str(path))
         return cls.from_dict(values, where=str(path))
 
+    @classmethod
+    def sample_names(cls) -> list[str]:
+        """Names of the sample recipes shipped in ``data_samples/recipes/`` (what :meth:`from_sample` accepts)."""
+        return sorted(p.stem for p in _sample_recipes_dir().glob("*.yaml"))
+
+    @classmethod
+    def from_sample(cls, name: str, **changes: Any) -> "Recipe":
+        """A sample recipe from ``data_samples/recipes/`` by name, its data paths pointing into the kit's data_samples.
+
+        ``name`` is the file name with or without ``.yaml``; an unknown name
+        raises :class:`ConfigError` listing the available ones. The recipe's
+        relative paths mean the repository root, so they are resolved there
+        (:meth:`with_paths_under`) and the recipe works from any working folder.
+        ``changes`` are applied as by :meth:`replace` before the paths are
+        resolved, so paths given in them are read the same way.
+
+        Example::
+
+            recipe = Recipe.from_sample("smollm2_vi_lora_cpu")
+            news_only = Recipe.from_sample("smollm2_vi_lora_cpu", data={"sources": ["data_samples/vi/news.jsonl"]})
+        """
+        folder = _sample_recipes_dir()
+        stem = Path(str(name)).name.removesuffix(".yaml").removesuffix(".yml")
+        path = folder / f"{stem}.yaml"
+        if not path.is_file():
+            available = ", ".join(cls.sample_names()) or f"none (no .yaml files in {folder})"
+            raise ConfigError([f"no sample recipe named {name!r}; available: {available}"], "Recipe.from_sample")
+        recipe = cls.from_yaml(path)
+        return (recipe.replace(**changes) if changes else recipe).with_paths_under(folder.parent.parent)
+
     def with_paths_under(self, root: str | Path) -> "Recipe":
         """A copy in which each relative data or task path missing from here but present under ``root`` points there.
 
@@ -299,7 +386,7 @@ class Recipe:
 
         Example::
 
-            recipe = Recipe.from_yaml(REPO_ROOT / "data_samples/recipes/smollm2_vi_lora_cpu.yaml").with_paths_under(REPO_ROOT)
+            recipe = Recipe.from_yaml(REPO_ROOT / "recipe.yaml").with_paths_under(REPO_ROOT)
         """
 
         def moved(p) -> bool:  # sources may also hold `datasets` objects: only paths move
@@ -309,8 +396,10 @@ class Recipe:
         def fix(paths: list) -> list:
             return [str(Path(root) / p) if moved(p) else p for p in paths]
 
-        data = replace(self.data, **{name: fix(getattr(self.data, name)) for name in DataConfig.PATH_FIELDS})
-        return replace(self, data=data, eval=replace(self.eval, tasks=fix(self.eval.tasks)))
+        return self.replace(
+            data={name: fix(getattr(self.data, name)) for name in DataConfig.PATH_FIELDS},
+            eval={"tasks": fix(self.eval.tasks)},
+        )
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
@@ -318,3 +407,12 @@ class Recipe:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+
+def _sample_recipes_dir() -> Path:
+    return data_samples_dir() / "recipes"  # data_samples_dir knows where the kit's samples are (clone or env var)
+
+
+RECIPE_PATHS.update({Recipe: "recipe", **{cls: name for name, cls in _SECTIONS.items()}})
+for _name, _cls in _SECTIONS.items():  # the nested sections too: data.dedup, data.filters, ...
+    RECIPE_PATHS.update({sub: f"{_name}.{field_name}" for field_name, sub in nested_sections(_cls).items()})

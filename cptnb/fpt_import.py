@@ -26,7 +26,9 @@ _MAP: dict[str, tuple[str, str, Any]] = {
     "lr_warmup_steps": ("train", "warmup_steps", int),
     "epochs": ("train", "num_train_epochs", float),
     "max_sequence_length": ("model", "max_seq_len_tokens", int),
-    "mixed_precision": ("train", "precision", lambda v: {"bf16": "bf16", "fp16": "fp16", "no": "fp32", "none": "fp32"}[v]),
+    "mixed_precision": (
+        "train", "precision", lambda v: {"bf16": "bf16", "fp16": "fp16", "no": "fp32", "none": "fp32"}[v]
+    ),
     "optimizer": ("train", "optimizer", lambda v: {"adamw": "adamw_torch", "adamw_8bit": "adamw_8bit"}.get(v, v)),
     "weight_decay": ("train", "weight_decay", float),
     "max_grad_norm": ("train", "max_grad_norm", float),
@@ -36,7 +38,9 @@ _MAP: dict[str, tuple[str, str, Any]] = {
     "lora_rank": ("model", "lora_rank", int),
     "lora_alpha": ("model", "lora_alpha", int),
     "lora_dropout": ("model", "lora_dropout", float),
-    "target_modules": ("model", "target_modules", lambda v: v if v == "all-linear" else [m.strip() for m in str(v).split(",")]),
+    "target_modules": (
+        "model", "target_modules", lambda v: v if v == "all-linear" else [m.strip() for m in str(v).split(",")]
+    ),
     "seed": ("train", "seed", int),
     "checkpoint_steps": ("train", "save_steps", int),
     "eval_steps": ("train", "eval_steps", int),
@@ -84,7 +88,8 @@ def import_fpt(hyper: dict[str, Any], model: str = "meta-llama/Llama-3.2-1B") ->
         raise ConfigError(problems, "FPT hyperparameters")
     if values["model"].pop("_quant4", False):
         if values["model"].get("method") == "full":
-            raise ConfigError(["quantization_bit=4 needs finetuning_type lora (QLoRA), not full"], "FPT hyperparameters")
+            raise ConfigError(["quantization_bit=4 needs finetuning_type lora (QLoRA), not full"],
+                              "FPT hyperparameters")
         values["model"]["method"] = "qlora"
     if values["train"].get("warmup_steps") == 0:
         values["train"]["warmup_ratio"] = 0.0  # the seed asked for no warmup at all

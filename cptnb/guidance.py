@@ -131,7 +131,8 @@ def warn_nothing_to_resume(output_dir: str | Path) -> None:
     """A resume that finds no checkpoint starts over; say so, and why that happens on Colab and Kaggle."""
     where = Path(output_dir)
     message = f"resume: no complete checkpoint in {where}"
-    message += ", so training starts from step 0." if where.exists() else f" ({where} does not exist), so training starts from step 0."
+    message += "" if where.exists() else f" ({where} does not exist)"
+    message += ", so training starts from step 0."
     if in_colab() and not str(where.resolve()).startswith("/content/drive"):
         message += (" A Colab runtime reset deletes /content: keep train.output_dir on Google Drive "
                     "(`from google.colab import drive; drive.mount('/content/drive')`, then an output_dir under "

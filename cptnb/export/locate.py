@@ -19,12 +19,27 @@ def _base_from_name(name: str, recipe_model=None) -> str:
     return resolve_source(model_cfg)
 
 
-def _trained_in_run(run_dir: Path) -> Path:
-    """The run's final adapter/ or model/ folder, or an error saying how to get one."""
+def trained_model_in(run_dir: str | Path) -> Path | None:
+    """The final ``adapter/`` (LoRA, QLoRA) or ``model/`` (full) folder of a training run, or None while it has none.
+
+    Example::
+
+        if trained_model_in("runs/02_train") is None:
+            run_recipe(recipe)  # train first, then export
+    """
+    run_dir = Path(run_dir)
     if (run_dir / "adapter" / "adapter_config.json").is_file():
         return run_dir / "adapter"
     if (run_dir / "model" / "config.json").is_file():
         return run_dir / "model"
+    return None
+
+
+def _trained_in_run(run_dir: Path) -> Path:
+    """The run's final adapter/ or model/ folder, or an error saying how to get one."""
+    found = trained_model_in(run_dir)
+    if found is not None:
+        return found
     checkpoints = [p.name for p in list_checkpoints(run_dir)]
     hint = (
         f" It holds {', '.join(checkpoints)}: export one with adapter_dir={run_dir / checkpoints[-1]}."

@@ -90,7 +90,7 @@ def export(cfg: ExportConfig) -> ExportResult:
     if cfg.merge or adapter_out is None:  # a full run's only model is the merged one
         merged_dir = out / "merged"
         record, check, tying = write_merged(facts, cfg, merged_dir)
-    result = ExportResult(out, out / "README.md", out / "export.json", adapter_out, merged_dir, check, tying)
+    result = ExportResult(out, out / "README.md", out / "export.json", adapter_out, merged_dir, check, tying, cfg.dtype)
     _write_export_json(result, facts, cfg, record)
     write_model_card(result, facts, cfg, eval_files)
     if check is not None:

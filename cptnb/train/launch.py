@@ -17,7 +17,6 @@ applies them when it runs in one of several processes.
 from __future__ import annotations
 
 import codecs
-import copy
 import importlib.util
 import logging
 import os
@@ -135,7 +134,7 @@ def strategy_arguments(cfg: TrainConfig, method: str, world_size: int) -> dict[s
 
 def _load_recipe(recipe_or_path: Recipe | str | Path) -> Recipe:
     if isinstance(recipe_or_path, Recipe):
-        return copy.deepcopy(recipe_or_path)  # the caller's recipe is not changed
+        return recipe_or_path  # recipes are frozen: changes below make copies, the caller's stays as it was
     return Recipe.from_yaml(recipe_or_path)
 
 
@@ -243,7 +242,7 @@ def launch(
     _check_process_count(num_processes)
     out = Path(output_dir or recipe.train.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    recipe.train.output_dir = str(out)  # workers may resolve relative paths elsewhere; absolute is unambiguous
+    recipe = recipe.replace(train={"output_dir": str(out)})  # workers may start elsewhere; absolute is unambiguous
     recipe_path = out / "recipe.yaml"
     recipe.to_yaml(recipe_path)
     cmd = [

@@ -117,7 +117,9 @@ class LivePlot:
         plot.close()
     """
 
-    def __init__(self, png_path: str | Path | None = None, title: str = "", min_interval_s: float = 1.0, show: bool | None = None):
+    def __init__(
+        self, png_path: str | Path | None = None, title: str = "", min_interval_s: float = 1.0, show: bool | None = None
+    ):
         self.png_path = Path(png_path) if png_path else None
         self.title = title
         self.min_interval_s = min_interval_s

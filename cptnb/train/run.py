@@ -6,6 +6,17 @@ process or in each process of ``torchrun`` / ``accelerate launch`` (see
 With several processes only the main one prepares the corpus and writes
 ``recipe.yaml``, ``metrics.jsonl`` and ``loss.png``; the others wait for it and
 read the prepared corpus from disk.
+
+The pieces a notebook calls one cell at a time are public here:
+:func:`heldout_eval_sets` (held-out text packed for the periodic loss),
+:func:`resume_point` (which checkpoint a resume continues from) and
+:func:`run_logger` (``metrics.jsonl`` + the live panel, trimmed and redrawn
+for a resumed session). Example of a resumed session in a notebook::
+
+    point = resume_point(out, recipe.train)  # the newest complete checkpoint, or None: start over
+    logger = run_logger(out, point)          # metrics.jsonl kept up to its step, the panel redrawn from it
+    train(loaded, blocks, recipe.train, eval_datasets=heldout_eval_sets(prepared, tok, 256), logger=logger,
+          resume=point.resume_from)
 """
 
 from __future__ import annotations
@@ -14,14 +25,15 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
-from cptnb.config import Recipe
+from cptnb.config import Recipe, TrainConfig
 from cptnb.data.documents import Document
 from cptnb.data.pack import pack_documents
 from cptnb.data.pipeline import prepare
+from cptnb.evaluate.heldout import evenly
 from cptnb.models.loading import cuda_available, load_model, load_tokenizer, resolve_source
 from cptnb.train.checkpoints import check_resumable, resolve_checkpoint
 from cptnb.train.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger, trim_metrics
@@ -75,36 +87,84 @@ def _warn_if_recipe_changed(saved: Path, recipe: Recipe) -> None:
         )
 
 
-def _main_process_setup(recipe: Recipe, out: Path, resume_step: int | None) -> tuple[_Corpus, list[dict[str, Any]]]:
-    """What only the main process does: record the recipe, prepare the data, trim the metrics log."""
+def _main_process_setup(recipe: Recipe, out: Path, point: ResumePoint) -> _Corpus:
+    """What only the main process does: record the recipe and prepare the data."""
     out.mkdir(parents=True, exist_ok=True)
-    if resume_step is not None:
+    if point.checkpoint is not None:
         _warn_if_recipe_changed(out / "recipe.yaml", recipe)
     recipe.to_yaml(out / "recipe.yaml")
     resolve_source(recipe.model)  # builds an alias model once, before the other processes load it
     tokenizer = load_tokenizer(recipe.model)
     prepared = prepare(recipe.data, tokenizer, out / "data", block_tokens=recipe.model.max_seq_len_tokens)
-    earlier = trim_metrics(out / "metrics.jsonl", resume_step) if resume_step is not None else []
-    corpus = _Corpus(prepared.packed.dataset, prepared.heldout_domain, prepared.heldout_general)
-    return corpus, earlier
+    return _Corpus(prepared.packed.dataset, prepared.heldout_domain, prepared.heldout_general)
 
 
-def _eval_sets(recipe: Recipe, corpus: _Corpus, tokenizer) -> dict[str, Any]:
+def heldout_eval_sets(corpus, tokenizer, block_tokens: int, max_docs: int = 0) -> dict[str, Any]:
+    """The held-out documents packed like training text, for the periodic held-out loss of :func:`train`.
+
+    ``corpus`` is what ``prepare`` returned (anything with ``heldout_domain`` and
+    ``heldout_general`` lists of texts). Packing them into blocks of
+    ``block_tokens`` makes the held-out loss comparable with the train loss.
+    ``max_docs`` > 0 keeps that many documents per set, spread evenly over it
+    (CPU time grows with it); sets without a full block are left out.
+    Returns ``{"domain": Dataset, "general": Dataset}``.
+
+    Example::
+
+        eval_sets = heldout_eval_sets(prepared, loaded.tokenizer, 256, max_docs=4)
+    """
     eval_sets = {}
-    if recipe.train.eval_steps:
-        # Held-out text packed like training text, so the periodic loss is comparable to the train loss.
-        for name, texts in (("domain", corpus.heldout_domain), ("general", corpus.heldout_general)):
-            packed = pack_documents([Document(t, name) for t in texts], tokenizer, recipe.model.max_seq_len_tokens)
-            if len(packed.dataset):
-                eval_sets[name] = packed.dataset
+    for name, texts in (("domain", corpus.heldout_domain), ("general", corpus.heldout_general)):
+        packed = pack_documents([Document(t, name) for t in evenly(texts, max_docs)], tokenizer, block_tokens)
+        if len(packed.dataset):
+            eval_sets[name] = packed.dataset
     return eval_sets
 
 
-def _main_logger(out: Path, earlier: list[dict[str, Any]], resuming: bool) -> MetricLogger:
-    plot = LivePlot(png_path=out / "loss.png")
-    for event in earlier:  # a resumed run's plot shows the whole curve, not only the steps after the checkpoint
+@dataclass
+class ResumePoint:
+    """Where a training session continues: a complete checkpoint and its step, or nothing (start at step 0)."""
+
+    checkpoint: Path | None
+    step: int  # optimizer step the checkpoint holds; 0 without one
+
+    @property
+    def resume_from(self) -> str | bool:
+        """What :func:`train`'s ``resume`` takes for this point: the checkpoint's path, or False."""
+        return str(self.checkpoint) if self.checkpoint is not None else False
+
+
+def resume_point(output_dir: str | Path, cfg: TrainConfig, resume: bool | str = "auto") -> ResumePoint:
+    """The checkpoint a resumed run in ``output_dir`` continues from, checked before any work starts.
+
+    ``resume`` is False (start over), True / "auto" (the newest *complete*
+    ``checkpoint-N``; one cut off while saving is skipped; none found is said
+    and means step 0) or a checkpoint path. A checkpoint that already reached
+    ``cfg.max_steps`` raises :class:`~cptnb.errors.CptnbError` with what to change.
+    """
+    checkpoint = resolve_checkpoint(Path(output_dir), resume)
+    step = check_resumable(checkpoint, cfg) if checkpoint is not None else 0
+    return ResumePoint(checkpoint, step)
+
+
+def run_logger(
+    output_dir: str | Path, resume: ResumePoint | None = None, title: str = "", also: Iterable[MetricLogger] = ()
+) -> MultiLogger:
+    """The loggers of one training session in ``output_dir``: ``metrics.jsonl`` and the live panel (``loss.png``).
+
+    Continuing from a checkpoint (``resume`` holds one), the steps logged after
+    it were lost with the old session and will be trained again, so
+    ``metrics.jsonl`` keeps only the events up to the checkpoint's step and
+    appends; the panel is redrawn from those, so it shows the whole run. Without
+    a checkpoint ``metrics.jsonl`` starts afresh. ``also`` adds more loggers.
+    """
+    out = Path(output_dir)
+    resuming = resume is not None and resume.checkpoint is not None
+    earlier = trim_metrics(out / "metrics.jsonl", resume.step) if resuming else []
+    plot = LivePlot(png_path=out / "loss.png", title=title)
+    for event in earlier:  # a resumed run's panel shows the whole curve, not only the steps after the checkpoint
         plot.log(event)
-    return MultiLogger([JsonlLogger(out / "metrics.jsonl", append=resuming), plot])
+    return MultiLogger([JsonlLogger(out / "metrics.jsonl", append=resuming), plot, *also])
 
 
 def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
@@ -122,20 +182,16 @@ def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
     # ignores torchrun's environment on a machine without GPUs (gloo then needs asking for).
     state = PartialState(cpu=not cuda_available())
     out = Path(recipe.train.output_dir)
-    checkpoint = resolve_checkpoint(out, resume)
-    resume_step = check_resumable(checkpoint, recipe.train) if checkpoint else None  # fails before data preparation
-    earlier: list[dict[str, Any]] = []
+    point = resume_point(out, recipe.train, resume)  # fails before data preparation
     with state.main_process_first():
-        if state.is_main_process:
-            corpus, earlier = _main_process_setup(recipe, out, resume_step)
-        else:
-            corpus = _load_prepared(out / "data")
+        corpus = _main_process_setup(recipe, out, point) if state.is_main_process else _load_prepared(out / "data")
     loaded = load_model(recipe.model)
     log.info(loaded.summary())
-    eval_sets = _eval_sets(recipe, corpus, loaded.tokenizer)
-    logger = _main_logger(out, earlier, checkpoint is not None) if state.is_main_process else NullLogger()
+    block = recipe.model.max_seq_len_tokens
+    eval_sets = heldout_eval_sets(corpus, loaded.tokenizer, block) if recipe.train.eval_steps else {}
+    logger = run_logger(out, point) if state.is_main_process else NullLogger()
     try:
-        resume_from = str(checkpoint) if checkpoint else False
-        return train(loaded, corpus.train, recipe.train, eval_datasets=eval_sets, logger=logger, resume=resume_from)
+        return train(loaded, corpus.train, recipe.train, eval_datasets=eval_sets, logger=logger,
+                     resume=point.resume_from)
     finally:
         logger.close()

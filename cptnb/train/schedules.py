@@ -14,7 +14,9 @@ def warmup_steps_for(total_steps: int, warmup_steps: int, warmup_ratio: float) -
     return warmup_steps if warmup_steps > 0 else math.ceil(total_steps * warmup_ratio)
 
 
-def lr_multiplier(step: int, total_steps: int, warmup_steps: int, kind: str = "cosine", min_lr_ratio: float = 0.0) -> float:
+def lr_multiplier(
+    step: int, total_steps: int, warmup_steps: int, kind: str = "cosine", min_lr_ratio: float = 0.0
+) -> float:
     """Share of the peak learning rate to use at optimizer step ``step`` (0-based).
 
     >>> lr_multiplier(0, 100, 10)   # first warmup step

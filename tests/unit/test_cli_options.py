@@ -76,9 +76,7 @@ def test_target_modules_keyword_stays_a_keyword():
 
 
 def test_options_override_the_yaml_and_keep_the_rest(tmp_path):
-    base = Recipe()
-    base.train.learning_rate = 3e-5
-    base.model.lora_rank = 64
+    base = Recipe().replace(train={"learning_rate": 3e-5}, model={"lora_rank": 64})
     path = tmp_path / "recipe.yaml"
     base.to_yaml(path)
     recipe = recipe_from_args(_parse("--model.lora_rank", "8"), str(path))
@@ -131,3 +129,44 @@ def test_plan_command_prints_the_plan_for_the_overridden_recipe(capsys):
     assert rc == 0
     assert "| tokens per optimizer step | 128 (blocks of 64 tokens) |" in out
     assert "| optimizer steps | 5 " in out and "**lora** (chosen)" in out
+
+
+def _prepare_args(*argv):
+    return build_parser().parse_args(["prepare", *argv])
+
+
+def test_prepare_options_and_defaults_come_from_the_dataclasses():
+    from cptnb.config import DataConfig
+
+    parser = build_parser()
+    prepare = next(a for a in parser._actions if a.dest == "command").choices["prepare"]
+    options = {s for action in prepare._actions for s in action.option_strings}
+    assert all(f"--{p}" in options for p in _leaf_paths(DataConfig(), "data"))
+    assert {"--model.name", "--model.max_seq_len_tokens"} <= options and "--model.lora_rank" not in options
+    # Unset options keep DataConfig's defaults (the hand-written parser said --replay-share 0.1 here).
+    recipe = recipe_from_args(_prepare_args("--data.sources", "my_corpus/", "--data.replay_sources", "en/"))
+    assert recipe.data.replay_share == DataConfig().replay_share == 0.0
+    assert recipe.data.sources == ["my_corpus/"] and recipe.data.replay_sources == ["en/"]
+    assert recipe.data == DataConfig(sources=["my_corpus/"], replay_sources=["en/"])
+
+
+def test_prepare_keeps_its_old_spellings_and_repeated_list_options_add_up():
+    args = _prepare_args("--source", "a/", "--source", "b.jsonl", "--lang", "en", "--replay", "r/",
+                         "--replay-share", "0.2", "--eval-tasks", "t/", "--on-error", "skip",
+                         "--tokenizer", "tiny-llama", "--block-tokens", "64", "--text-field", "content")
+    recipe = recipe_from_args(args, args.config)
+    data = recipe.data
+    assert (data.sources, data.language) == (["a/", "b.jsonl"], "en")
+    assert (data.replay_sources, data.replay_share) == (["r/"], 0.2)
+    assert (data.eval_tasks, data.on_error, data.block_tokens, data.text_field) == (["t/"], "skip", 64, "content")
+    assert recipe.model.name == "tiny-llama"
+
+
+def test_prepare_options_override_the_recipe_yaml(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    Recipe().replace(data={"language": "en", "min_chars": 5}).to_yaml(path)
+    args = _prepare_args("--config", str(path), "--data.min_chars", "50")
+    recipe = recipe_from_args(args, args.config)
+    assert (recipe.data.language, recipe.data.min_chars) == ("en", 50)
+    with pytest.raises(ConfigError, match="data.replay_share must be in"):
+        recipe_from_args(_prepare_args("--data.replay_share", "2"))

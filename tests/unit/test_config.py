@@ -28,9 +28,7 @@ def test_unknown_fields_and_sections_are_errors():
 
 
 def test_yaml_round_trip(tmp_path):
-    recipe = Recipe()
-    recipe.model.target_modules = ["q_proj", "v_proj"]
-    recipe.train.max_steps = 7
+    recipe = Recipe().replace(model={"target_modules": ["q_proj", "v_proj"]}, train={"max_steps": 7})
     path = tmp_path / "r.yaml"
     recipe.to_yaml(path)
     again = Recipe.from_yaml(path)
@@ -99,3 +97,98 @@ def test_dtype_names_map_to_torch_and_bytes():
     assert torch_dtype("bfloat16") is torch.bfloat16 and resolve_dtype("fp16") is torch.float16
     with pytest.raises(ConfigError, match="dtype must be one of bf16, fp16, fp32"):
         torch_dtype("int8")
+
+
+def test_a_changed_value_is_checked_like_a_constructed_one():
+    with pytest.raises(ConfigError) as built:
+        TrainConfig(max_steps=-5)
+    train = TrainConfig()
+    with pytest.raises(ConfigError) as changed:
+        train.replace(max_steps=-5)
+    assert changed.value.problems == built.value.problems == [
+        "max_steps must be > 0, or -1 to train by epochs; got -5"
+    ]
+    assert str(changed.value) == str(built.value)  # same section named, same message
+    # Assigning is refused: it reports the same problem, then names the replace call to write; nothing changes.
+    with pytest.raises(ConfigError) as assigned:
+        train.max_steps = -5
+    assert assigned.value.problems[0] == built.value.problems[0]
+    assert "recipe.replace(train={'max_steps': -5})" in assigned.value.problems[-1]
+    with pytest.raises(ConfigError, match="frozen"):
+        train.max_steps = 7  # a valid value too: every change goes through replace
+    assert train.max_steps == 40
+
+
+def test_recipe_replace_reports_every_problem_like_from_dict():
+    changes = {"model": {"lora_rank": -1}, "train": {"learning_rate": 0}, "data": {"dedup": {"threshold": 2}}}
+    with pytest.raises(ConfigError) as built:
+        Recipe.from_dict(changes)
+    with pytest.raises(ConfigError) as changed:
+        Recipe().replace(**changes)
+    assert changed.value.problems == built.value.problems
+    assert "data.dedup.threshold must be a Jaccard similarity in (0, 1), got 2" in changed.value.problems
+    with pytest.raises(ConfigError, match="unknown section 'trian'"):
+        Recipe().replace(trian={"max_steps": 1})
+    with pytest.raises(ConfigError, match="unknown field 'lora_rnk'"):
+        Recipe().replace(model={"lora_rnk": 8})
+
+
+def test_recipe_replace_changes_fields_together_and_leaves_the_original():
+    recipe = Recipe()
+    # replay_share > 0 needs replay_sources: one replace sets both, so the check sees the finished change.
+    changed = recipe.replace(
+        data={"replay_share": 0.2, "replay_sources": ["data_samples/en"], "dedup": {"threshold": 0.7}},
+        train={"max_steps": 5},
+    )
+    assert (changed.data.replay_share, changed.data.replay_sources, changed.data.dedup.threshold) == (
+        0.2, ["data_samples/en"], 0.7)
+    assert changed.data.dedup.num_perm == recipe.data.dedup.num_perm  # other nested fields kept
+    assert changed.train.max_steps == 5 and changed.model == recipe.model
+    assert recipe.data.replay_share == 0.0 and recipe.train.max_steps == 40 and recipe.data.dedup.threshold != 0.7
+    assert changed.data.sources == recipe.data.sources and changed.data.sources is not recipe.data.sources
+    # A whole section may be given too (its fields not named keep their defaults).
+    assert Recipe().replace(train=TrainConfig(max_steps=3)).train == TrainConfig(max_steps=3)
+
+
+def test_every_section_of_a_recipe_is_frozen():
+    from cptnb.export.config import ExportConfig
+
+    recipe = Recipe()
+    for section, name, value in [(recipe, "train", TrainConfig()), (recipe.data, "replay_share", 0.1),
+                                 (recipe.data.dedup, "threshold", 2), (recipe.data.filters, "c4", False),
+                                 (recipe.eval, "limit", 3), (ExportConfig(run_dir="r"), "dtype", "int8")]:
+        before = getattr(section, name)
+        with pytest.raises(ConfigError, match="frozen"):
+            setattr(section, name, value)
+        assert getattr(section, name) == before
+    with pytest.raises(ConfigError, match="dedup.replace\\(threshold=2\\)"):
+        recipe.data.dedup.threshold = 2
+    assert ExportConfig(run_dir="r").replace(dtype="bfloat16").dtype == "bf16"
+
+
+def test_a_sample_recipe_loads_by_name_from_any_working_folder(tmp_path, monkeypatch):
+    from cptnb.paths import data_samples_dir
+
+    monkeypatch.chdir(tmp_path)  # not the repository root: relative data paths would not be found
+    recipe = Recipe.from_sample("smollm2_vi_lora_cpu")
+    assert recipe == Recipe.from_sample("smollm2_vi_lora_cpu.yaml")
+    assert recipe.data.sources == [str(data_samples_dir().parent / "data_samples/vi")]
+    assert recipe.model.name == "smollm2-135m" and recipe.train.max_steps == 24
+    assert "smollm2_vi_lora_cpu" in Recipe.sample_names() and "tiny_cpu_2proc" in Recipe.sample_names()
+    with pytest.raises(ConfigError) as err:
+        Recipe.from_sample("smollm2_vi_lora")
+    assert "no sample recipe named 'smollm2_vi_lora'; available: " in str(err.value)
+    assert all(name in str(err.value) for name in Recipe.sample_names())
+
+
+def test_a_sample_recipe_takes_changes_whose_paths_are_read_like_its_own(tmp_path, monkeypatch):
+    from cptnb.paths import data_samples_dir
+
+    monkeypatch.chdir(tmp_path)
+    news = ["data_samples/vi/news.jsonl"]  # relative to the repository root, as in a recipe file
+    recipe = Recipe.from_sample("smollm2_vi_lora_cpu", data={"sources": news, "replay_share": 0.2},
+                                train={"max_steps": 3})
+    assert recipe.data.sources == [str(data_samples_dir().parent / "data_samples/vi/news.jsonl")]
+    assert (recipe.data.replay_share, recipe.train.max_steps) == (0.2, 3)
+    with pytest.raises(ConfigError, match="train.max_steps must be > 0"):
+        Recipe.from_sample("smollm2_vi_lora_cpu", train={"max_steps": 0})

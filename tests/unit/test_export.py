@@ -63,11 +63,12 @@ def _report():
 def _make_run(root, loaded, method="lora", train_embeddings=False):
     """A run folder as run_recipe leaves it: recipe.yaml, adapter/ or model/, data/report.json, metrics.jsonl."""
     root.mkdir(parents=True, exist_ok=True)
-    recipe = Recipe()
-    recipe.model.name, recipe.model.method, recipe.model.train_embeddings = "tiny-llama", method, train_embeddings
-    recipe.model.lora_rank, recipe.model.max_seq_len_tokens = 16, 64
-    recipe.data.eval_tasks = ["/data/eval"]
-    recipe.train.output_dir, recipe.train.max_steps = str(root), 2
+    recipe = Recipe().replace(
+        model={"name": "tiny-llama", "method": method, "train_embeddings": train_embeddings, "lora_rank": 16,
+               "max_seq_len_tokens": 64},
+        data={"eval_tasks": ["/data/eval"]},
+        train={"output_dir": str(root), "max_steps": 2},
+    )
     recipe.to_yaml(root / "recipe.yaml")
     final = root / ("model" if method == "full" else "adapter")
     loaded.model.save_pretrained(final)
@@ -362,3 +363,23 @@ def test_corpus_markdown_hashes_the_recipe_files_when_the_report_has_none(tmp_pa
     assert f"`{hashlib.sha256(corpus.read_bytes()).hexdigest()}`" in text and "computed at export time" in text
     assert f"| {tmp_path / 'gone.jsonl'} | heldout_domain |  | `not found` |" in text
     assert "Not run" in "\n".join(decontamination_markdown(report, data))  # no eval_tasks were given
+
+
+def test_export_result_lists_its_files_and_sizes_per_dtype(fp32_export, lora_run, tmp_path):
+    from cptnb.export.locate import trained_model_in
+
+    result = fp32_export
+    files = dict(result.files())
+    assert "merged/model.safetensors" in files and "README.md" in files
+    assert files["merged/model.safetensors"] == (result.merged_dir / "model.safetensors").stat().st_size
+    sizes = result.sizes()
+    assert sizes["merged"] == sum(n for name, n in files.items() if name.startswith("merged/"))
+    assert sizes["adapter"] == sum(n for name, n in files.items() if name.startswith("adapter/"))
+    weights = files["merged/model.safetensors"]
+    assert result.dtype == "fp32" and result.merged_bytes_in("fp32") == sizes["merged"]
+    # bf16 and fp16 store 2 bytes per weight where fp32 stores 4; tokenizer and config files stay as they are.
+    assert result.merged_bytes_in("bf16") == result.merged_bytes_in("float16")
+    assert abs(result.merged_bytes_in("bf16") - (sizes["merged"] - weights / 2)) <= 1
+    with pytest.raises(ConfigError, match="dtype must be one of bf16, fp16, fp32"):
+        result.merged_bytes_in("int4")
+    assert trained_model_in(lora_run) == lora_run / "adapter" and trained_model_in(tmp_path) is None

@@ -21,7 +21,8 @@ LOSS_TOLERANCE = 1e-5
 
 def _recipe() -> Recipe:
     recipe = Recipe.from_yaml(data_samples_dir() / "recipes" / "tiny_cpu_2proc.yaml")
-    recipe.data.sources = [str(data_samples_dir() / "vi" / "news.jsonl")]  # workers may start elsewhere
+    news = str(data_samples_dir() / "vi" / "news.jsonl")  # absolute: workers may start elsewhere
+    recipe = recipe.replace(data={"sources": [news]})
     resolve_source(recipe.model)  # build the tiny model once, before two workers want it
     return recipe
 
@@ -78,8 +79,7 @@ def test_two_processes_resume_from_a_checkpoint_and_continue_the_curve(two_proce
 
 @pytest.mark.slow
 def test_a_failing_worker_raises_with_the_end_of_the_log(tmp_path):
-    recipe = _recipe()
-    recipe.data.sources = [str(tmp_path / "missing_corpus.jsonl")]
+    recipe = _recipe().replace(data={"sources": [str(tmp_path / "missing_corpus.jsonl")]})
     with pytest.raises(LaunchError) as err:
         launch(recipe, num_processes=2, output_dir=tmp_path / "run", echo=False, threads_per_process=1)
     message = str(err.value)

@@ -6,9 +6,9 @@ import textwrap
 import pytest
 import torch
 
-from cptnb.models import loading as models
 from cptnb.config import ModelConfig
 from cptnb.errors import CptnbError, ModelNotAvailableError
+from cptnb.models import loading as models
 from cptnb.models.loading import TrainableCheck, load_model
 
 

@@ -151,11 +151,11 @@ def test_eight_bit_adam_keeps_a_quarter_of_adamw_state(llama_dir):
     recipe = recipe_for(str(llama_dir))
     shape = model_shape(recipe.model)
     adamw = estimate_memory(shape, recipe, hardware=GPU)
-    recipe.train.optimizer = "adamw_8bit"
+    recipe = recipe.replace(train={"optimizer": "adamw_8bit"})
     eight_bit = estimate_memory(shape, recipe, hardware=GPU)
     # LoRA adapters are fp32: AdamW keeps 2 x 4 bytes per parameter, 8-bit Adam 2 x 1.
     assert eight_bit.optimizer_bytes == pytest.approx(adamw.optimizer_bytes / 4)
-    recipe.train.optimizer = "not_an_optimizer"
+    recipe = recipe.replace(train={"optimizer": "not_an_optimizer"})
     with pytest.raises(ConfigError, match="not_an_optimizer"):
         estimate_memory(shape, recipe, hardware=GPU)
 
@@ -173,7 +173,7 @@ def test_gradient_checkpointing_lowers_activations_and_eager_attention_grows_wit
     recipe = recipe_for(str(llama_dir), method="full")
     shape = model_shape(recipe.model)
     plain = estimate_memory(shape, recipe, hardware=GPU)
-    recipe.train.gradient_checkpointing = True
+    recipe = recipe.replace(train={"gradient_checkpointing": True})
     checkpointed = estimate_memory(shape, recipe, hardware=GPU)
     assert checkpointed.peak_activation_bytes < plain.peak_activation_bytes
     assert checkpointed.activations_bytes < plain.activations_bytes / 10  # one hidden state per layer is kept
@@ -189,7 +189,7 @@ def test_gradient_checkpointing_lowers_activations_and_eager_attention_grows_wit
 
 def test_chunked_loss_on_gpu_avoids_the_full_logits(llama_dir):
     recipe = recipe_for(str(llama_dir), method="full")
-    recipe.model.max_seq_len_tokens, recipe.train.per_device_batch_size = 2048, 8
+    recipe = recipe.replace(model={"max_seq_len_tokens": 2048}, train={"per_device_batch_size": 8})
     shape = model_shape(recipe.model)
     full_logits = estimate_memory(shape, recipe, hardware=GPU).logits_bytes
     chunked = estimate_memory(shape, recipe, hardware=Hardware("cuda", 1, "bf16", 2, fused_loss=True)).logits_bytes
@@ -281,7 +281,8 @@ def test_out_of_memory_options_that_fit_are_told_apart_from_those_that_do_not():
 def test_warm_up_times_real_steps_and_leaves_the_model_as_it_was(tiny, blocks):
     loaded = tiny(method="lora", train_embeddings=True)
     recipe = recipe_for("tiny-llama")
-    recipe.train = TrainConfig(per_device_batch_size=2, gradient_accumulation_steps=3, gradient_checkpointing=True)
+    recipe = recipe.replace(train=TrainConfig(per_device_batch_size=2, gradient_accumulation_steps=3,
+                                              gradient_checkpointing=True))
     before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
     loaded.model.eval()
     rng = torch.get_rng_state()
@@ -298,7 +299,7 @@ def test_warm_up_times_real_steps_and_leaves_the_model_as_it_was(tiny, blocks):
 def test_plan_with_a_loaded_model_measures_time_and_renders(tiny, blocks):
     loaded = tiny(method="lora")
     recipe = recipe_for("tiny-llama", method="lora")
-    recipe.train = TrainConfig(max_steps=7, per_device_batch_size=2)
+    recipe = recipe.replace(train=TrainConfig(max_steps=7, per_device_batch_size=2))
     p = plan(recipe, loaded=loaded, dataset=blocks, device="cpu", num_devices=1)
     assert p.block_tokens == 64 and p.tokens_per_step == 128 and p.steps == 7 and p.total_tokens == 7 * 128
     assert p.estimated_seconds == pytest.approx(7 * p.seconds_per_step) and p.seconds_per_step > 0
@@ -314,8 +315,8 @@ def test_epoch_steps_agree_with_transformers_trainer(tiny, tmp_path, blocks_in_d
     from transformers import Trainer, TrainingArguments
 
     recipe = recipe_for("tiny-llama")
-    recipe.train = TrainConfig(max_steps=-1, num_train_epochs=epochs, per_device_batch_size=micro,
-                               gradient_accumulation_steps=accum)
+    recipe = recipe.replace(train=TrainConfig(max_steps=-1, num_train_epochs=epochs, per_device_batch_size=micro,
+                                              gradient_accumulation_steps=accum))
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=-1, num_train_epochs=epochs, use_cpu=True,
                              per_device_train_batch_size=micro, gradient_accumulation_steps=accum, report_to="none")
     data = Dataset.from_dict({"input_ids": [[1, 2, 3, 4]] * blocks_in_data})
@@ -327,8 +328,7 @@ def test_epoch_steps_agree_with_transformers_trainer(tiny, tmp_path, blocks_in_d
 
 
 def test_seed_001_llama32_1b_full_on_eight_gpus_planned_from_config_alone(llama_dir):
-    recipe = Recipe.from_yaml(SEED_RECIPE)
-    recipe.model.name = str(llama_dir)
+    recipe = Recipe.from_yaml(SEED_RECIPE).replace(model={"name": str(llama_dir)})
     blocks = math.ceil(2.8e9 / 2048)  # the seed's ~2.8B training tokens
     p = plan(recipe, dataset=blocks, available_memory_bytes=80 * 2**30, device="cuda", num_devices=8)
     assert p.total_params == analytic_llama_params(LLAMA32_1B) and 1.23e9 < p.total_params < 1.25e9

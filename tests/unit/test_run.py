@@ -6,13 +6,10 @@ from cptnb.paths import data_samples_dir
 
 
 def test_train_command_runs_a_recipe_end_to_end(tmp_path):
-    recipe = Recipe.from_yaml(data_samples_dir() / "recipes" / "smollm2_vi_lora_cpu.yaml")
-    recipe.model.name = "tiny-llama"
-    recipe.model.max_seq_len_tokens = 64
-    recipe.train.max_steps = 4
-    recipe.train.eval_steps = 2
-    recipe.train.save_steps = 2
-    recipe.train.output_dir = str(tmp_path / "run")
+    recipe = Recipe.from_yaml(data_samples_dir() / "recipes" / "smollm2_vi_lora_cpu.yaml").replace(
+        model={"name": "tiny-llama", "max_seq_len_tokens": 64},
+        train={"max_steps": 4, "eval_steps": 2, "save_steps": 2, "output_dir": str(tmp_path / "run")},
+    )
     recipe.to_yaml(tmp_path / "recipe.yaml")
 
     assert main(["train", "--config", str(tmp_path / "recipe.yaml")]) == 0
@@ -35,3 +32,21 @@ def test_train_command_reports_a_bad_recipe_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.method must be one of lora, qlora, full" in err and "train.learning_rate must be > 0" in err
     assert "Traceback" not in err
+
+
+def test_heldout_eval_sets_pack_an_even_sample_of_each_set_and_leave_out_empty_ones():
+    from types import SimpleNamespace
+
+    from cptnb.config import ModelConfig
+    from cptnb.models.loading import load_tokenizer
+    from cptnb.train.run import heldout_eval_sets
+
+    tokenizer = load_tokenizer(ModelConfig(name="tiny-llama"))
+    texts = [f"Tài liệu số {i}: " + "Hà Nội là thủ đô của Việt Nam. " * (i + 4) for i in range(6)]
+    corpus = SimpleNamespace(heldout_domain=texts, heldout_general=[])
+    every = heldout_eval_sets(corpus, tokenizer, 16)
+    sample = heldout_eval_sets(corpus, tokenizer, 16, max_docs=2)  # documents 0 and 3
+    assert set(every) == {"domain"}  # no general text: no set, rather than an empty one
+    assert all(len(row["input_ids"]) == 16 for row in every["domain"])
+    two = sum(len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]) + 1 for i in (0, 3))  # + one eos each
+    assert len(sample["domain"]) == two // 16 < len(every["domain"])
