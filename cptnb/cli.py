@@ -87,7 +87,8 @@ def _cmd_extend_vocab(args) -> None:
     result = extend_for_recipe(recipe, args.out)
     domain = result.report["corpora"]["domain"]
     print(f"added {len(result.extension.new_tokens):,} tokens: Vietnamese-side tokens per word "
-          f"{domain['before']['tokens_per_word']:.3f} -> {domain['after']['tokens_per_word']:.3f}; wrote {result.model_dir}")
+          f"{domain['before']['tokens_per_word']:.3f} -> {domain['after']['tokens_per_word']:.3f}; "
+          f"wrote {result.model_dir}")
     print(f"train on it with --model.name {result.model_dir} (report: {result.model_dir.parent / 'report.md'})")
 
 
