@@ -13,6 +13,7 @@ end, and the approximate gap every EVAL_STEPS steps.
 
     .venv/bin/python benchmarks/vocab_extension.py               # both parts
     .venv/bin/python benchmarks/vocab_extension.py --skip-runs   # part 1 only
+    .venv/bin/python benchmarks/vocab_extension.py --runs-from runs/07_vocabulary  # part 2 from an executed notebook
 
 Writes benchmarks/results/vocab_extension.json and .md.
 """
@@ -110,12 +111,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--eval-steps", type=int, default=6)
     parser.add_argument("--heldout-docs", type=int, default=10)
+    parser.add_argument("--runs-from", default="", help="an executed notebook 07 folder whose results.json to record "
+                        "instead of running part 2 again (e.g. runs/07_vocabulary)")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     payload = {"machine": f"{cpu_model()}, {os.cpu_count()} cores", "date": dt.date.today().isoformat(),
                "model": args.model, "fertility": fertility_sweep(args.model, args.sizes)}
-    if not args.skip_runs:
+    if args.runs_from:
+        runs = json.loads((Path(args.runs_from) / "results.json").read_text(encoding="utf-8"))
+        runs["params"] = f"notebook 07 as run in {args.runs_from}"
+        payload["runs"] = runs
+    elif not args.skip_runs:
         params = {"MODEL": args.model, "STEPS": args.steps, "EVAL_STEPS": args.eval_steps,
                   "HELDOUT_DOMAIN_DOCS": args.heldout_docs, "HELDOUT_GENERAL_DOCS": args.heldout_docs}
         runs = notebook_runs(params, REPO_ROOT / "runs" / "bench_vocab_extension")

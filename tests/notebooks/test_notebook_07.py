@@ -35,7 +35,7 @@ def check_vocabulary(out: Path) -> None:
 
 @pytest.mark.notebook
 def test_vocabulary_notebook_smoke_run(tmp_path):
-    executed = run_notebook("07_vocabulary", tmp_path, {"SMOKE": True}, timeout_s=300)
+    executed = run_notebook("07_vocabulary", tmp_path, {"SMOKE": True}, timeout_s=600)
     errors = [o for c in nbformat.read(str(executed), as_version=4).cells for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert errors == []
