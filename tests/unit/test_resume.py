@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,9 +58,10 @@ def _recipe(tmp_path, method: str):
     return path
 
 
-def _train(config, out, log, *extra):
+def _train(config, out, log, *extra, hash_seed: str = "0"):
     """Start ``cptnb train`` in a subprocess; its output goes to ``log`` (a pipe could fill up and stall it)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+           "PYTHONHASHSEED": hash_seed}
     cmd = [sys.executable, "-m", "cptnb.cli", "train", "--config", str(config), "--output-dir", str(out), *extra]
     with open(log, "w") as fh:
         return subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
@@ -132,6 +134,65 @@ def test_sigkilled_run_resumes_from_its_checkpoint_and_reproduces_the_curve(tmp_
     assert ref_weights.keys() == res_weights.keys()
     for name, tensor in ref_weights.items():
         assert torch.allclose(tensor, res_weights[name], atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_a_resume_in_a_new_process_prepares_the_same_corpus_with_the_default_pipeline(tmp_path):
+    """Held-out split, language id and near-dedup all on: the resumed process must rebuild the very same blocks."""
+    samples = data_samples_dir()
+    news = [json.loads(line) for line in (samples / "vi" / "news.jsonl").read_text(encoding="utf-8").splitlines()]
+    english = [json.loads(line) for line in (samples / "en" / "general.jsonl").read_text(encoding="utf-8").splitlines()]
+    # Work for every stage: near and exact duplicates for dedup, English documents for language id to drop.
+    extra = [{"id": f"near-{i}", "text": d["text"] + " Tin được cập nhật lúc chiều."} for i, d in enumerate(news[:3])]
+    extra += [{"id": "exact-0", "text": news[3]["text"]}] + [{"id": f"en-{i}", "text": d["text"]} for i, d in enumerate(english[:2])]
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "more.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in extra),
+                                                    encoding="utf-8")
+    recipe = Recipe.from_dict(
+        {
+            "data": {  # only paths set: every cleaning, filtering and dedup stage runs with its defaults
+                "sources": [str(samples / "vi"), str(tmp_path / "corpus")],
+                "heldout_domain": [str(samples / "heldout" / "vi_heldout.jsonl")],
+                "heldout_general": [str(samples / "heldout" / "en_heldout.jsonl")],
+            },
+            "model": {"name": "tiny-llama", "method": "lora", "max_seq_len_tokens": 32, "lora_rank": 4,
+                      "lora_dropout": 0.1},
+            "train": {"max_steps": 4, "per_device_batch_size": 2, "learning_rate": 5e-3, "warmup_steps": 1,
+                      "save_steps": 2, "save_total_limit": 2, "eval_steps": 2, "logging_steps": 1},
+        }
+    )
+    assert recipe.data.heldout_share > 0 and recipe.data.langid.enabled and recipe.data.dedup.near
+    config = tmp_path / "recipe.yaml"
+    recipe.to_yaml(config)
+    resolve_source(recipe.model)
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    logs = {name: tmp_path / f"{name}.log" for name in ("reference", "resumed")}
+    assert _train(config, reference, logs["reference"], hash_seed="1").wait() == 0, _tail(logs["reference"])
+    shutil.copytree(reference, resumed)
+    for name in ("checkpoint-4", "adapter", "data"):  # as if killed after checkpoint-2; data/ is prepared again
+        shutil.rmtree(resumed / name)
+    assert _train(config, resumed, logs["resumed"], "--resume", hash_seed="2").wait() == 0, _tail(logs["resumed"])
+    assert "(step 2 of 4)" in logs["resumed"].read_text()
+
+    from datasets import load_from_disk
+
+    blocks = [list(load_from_disk(str(out / "data" / "train"))["input_ids"]) for out in (reference, resumed)]
+    assert len(blocks[0]) > 4 and blocks[0] == blocks[1]
+    for name in ("heldout_domain.jsonl", "heldout_general.jsonl"):
+        assert (reference / "data" / name).read_bytes() == (resumed / "data" / name).read_bytes(), name
+    report = [json.loads((out / "data" / "report.json").read_text()) for out in (reference, resumed)]
+    for part in ("total", "tokens", "heldout", "dedup"):
+        assert report[0][part] == report[1][part], part
+    # Each stage had decisions to make, so a decision that differed between the processes would show.
+    assert report[0]["heldout"]["domain_docs"] > 0
+    assert report[0]["dedup"]["domain"]["near_duplicates"] >= 1 and report[0]["dedup"]["domain"]["exact_duplicates"] >= 1
+    assert report[0]["total"]["dropped"].get("wrong_language", 0) >= 1
+    ref, res = _events(reference), _events(resumed)
+    for key in ("train_loss", "heldout_domain_loss", "heldout_general_loss"):
+        ref_values = [(e["step"], e[key]) for e in ref if key in e]
+        res_values = [(e["step"], e[key]) for e in res if key in e]
+        assert [s for s, _ in res_values] == [s for s, _ in ref_values], key
+        assert [v for _, v in res_values] == pytest.approx([v for _, v in ref_values], abs=LOSS_TOLERANCE), key
 
 
 def _checkpoint(root, step, complete=True):

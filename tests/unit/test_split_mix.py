@@ -1,4 +1,8 @@
+import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -50,3 +54,30 @@ def test_replay_that_runs_out_is_reported():
     stats = MixStats(0.5)
     list(mix_replay(_docs("d", 50, 50, "vi"), _docs("r", 2, 10, "en"), 0.5, _WordTokenizer(), stats=stats))
     assert stats.replay_exhausted and stats.achieved_share < 0.5
+
+
+_SPLIT_SCRIPT = """
+import json
+from cptnb.data import read_documents
+from cptnb.data.split import split_heldout
+from cptnb.paths import data_samples_dir
+docs = read_documents([data_samples_dir() / "vi", data_samples_dir() / "en"])
+print(json.dumps([[doc.id, held] for doc, held in split_heldout(docs, 0.3)]))
+"""
+
+
+def test_heldout_split_is_the_same_in_other_interpreters():
+    """A resumed run splits again in a new process: Python's per-process string hashing must not reach the split."""
+    from cptnb.data import read_documents
+    from cptnb.paths import data_samples_dir
+
+    docs = read_documents([data_samples_dir() / "vi", data_samples_dir() / "en"])
+    here = [[doc.id, held] for doc, held in split_heldout(docs, 0.3)]
+    runs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", _SPLIT_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs.append(json.loads(out.stdout))
+    assert runs[0] == runs[1] == here
+    assert 0 < sum(held for _, held in here) < len(here)  # both sides are populated, so equality says something
