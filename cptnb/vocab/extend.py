@@ -138,7 +138,9 @@ def extended_model_config(recipe, out_dir: str | Path, build: bool = True):
         return model_cfg
     vocab_dir = Path(out_dir) / "vocab"
     model_dir = vocab_dir / "model"
-    wanted = {"base": model_cfg.name, **model_cfg.vocab.to_dict()}
+    # What the extension depends on: a changed base, vocab setting or corpus rebuilds it, a resumed run reuses it.
+    wanted = json.loads(json.dumps({"base": model_cfg.name, "vocab": model_cfg.vocab.to_dict(),
+                                    "data": recipe.data.to_dict()}, default=str))
     settings = vocab_dir / "settings.json"
     if build and not (read_record(model_dir) and settings.is_file() and json.loads(settings.read_text()) == wanted):
         data = recipe.data

@@ -139,3 +139,18 @@ def test_extend_vocab_command_writes_the_extended_model_and_explains_a_missing_c
     assert "train on it with --model.name" in capsys.readouterr().out
     assert len(read_record(tmp_path / "vocab" / "model")["new_tokens"]) == 50
     assert (tmp_path / "vocab" / "report.md").is_file()
+
+
+def test_a_run_reuses_its_extension_until_a_setting_or_the_corpus_changes(tmp_path):
+    from cptnb.vocab.extend import extended_model_config
+
+    recipe = _recipe(tmp_path)
+    cfg = extended_model_config(recipe, tmp_path / "run")
+    record = tmp_path / "run" / "vocab" / "model" / "cptnb_vocab.json"
+    assert cfg.name == str(record.parent) and cfg.vocab == recipe.model.vocab
+    first = record.stat().st_mtime_ns
+    extended_model_config(recipe, tmp_path / "run")  # a resumed run: same settings, same folder
+    assert record.stat().st_mtime_ns == first
+    extended_model_config(recipe.replace(data={"min_chars": 40}), tmp_path / "run")
+    assert record.stat().st_mtime_ns != first
+    assert extended_model_config(recipe.replace(model={"vocab": {"new_tokens": 0}}), tmp_path).name == "tiny-llama"
