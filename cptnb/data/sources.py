@@ -265,7 +265,7 @@ class _Reader:
         try:
             parquet = pq.ParquetFile(path)
         except Exception as err:  # pyarrow raises several types for a corrupt file
-            self.bad(str(path), str(path), "undecodable_file", f"not a readable parquet file ({err})")
+            self.bad(str(path), str(path), "undecodable_file", f"not a readable parquet file ({err}); re-export it")
             return
         if self.text_field not in parquet.schema_arrow.names:
             self.bad(str(path), str(path), "missing_text_field",
