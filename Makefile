@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.cptnb-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo demo-all test test-gpu lab lint clean
+.PHONY: install demo demo-all test test-fast test-gpu lab lint clean
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ demo-all: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The quick local loop: everything but the tests marked slow (lm-eval parity, resume and launch subprocesses,
+# exhaustive sweeps, notebook runs); `make test` still runs them all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu

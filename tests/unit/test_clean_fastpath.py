@@ -65,6 +65,7 @@ VI_LETTERS = "ăâđêôơưàằầèềìòồờùừỳáắấéếíóố�
 ALPHABET = sorted(_regex_alphabet(BADNESS_RE) | set(string.printable) | set(VI_LETTERS) | set(VI_LETTERS.upper()))
 
 
+@pytest.mark.slow
 def test_precheck_catches_every_two_character_sequence_ftfy_flags():
     # Exhaustive over the ~600 characters ftfy's detector names plus ASCII and Vietnamese letters.
     flagged = [a + b for a in ALPHABET for b in ALPHABET if is_bad(a + b)]
@@ -72,6 +73,7 @@ def test_precheck_catches_every_two_character_sequence_ftfy_flags():
     assert [s for s in flagged if not may_have_mojibake(s)] == []
 
 
+@pytest.mark.slow
 def test_precheck_catches_longer_sequences_ftfy_flags():
     rng = random.Random(7)
     # Mostly text-like characters with a few mojibake ones, so that the 3-6 character rules get hit too.

@@ -107,6 +107,7 @@ def _reference_logits(base_dir, adapter_dir, ids):
         return base_logits, adapted(ids).logits
 
 
+@pytest.mark.slow  # reloads the export in a fresh interpreter
 def test_fp32_merged_model_loads_without_peft_and_matches_the_adapter_model(fp32_export, lora_run, tmp_path):
     merged = fp32_export.merged_dir
     assert not (merged / "adapter_config.json").exists()

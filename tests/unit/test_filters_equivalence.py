@@ -105,6 +105,7 @@ def expected() -> dict[str, list[tuple[str | None, str]]]:
     return {name: [original.quality_reason(text, cfg) for text in DOCS] for name, cfg in CONFIGS.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_same_decision_and_text_as_the_original_code(name, expected):
     cfg = CONFIGS[name]
@@ -112,6 +113,7 @@ def test_same_decision_and_text_as_the_original_code(name, expected):
     assert differ == []
 
 
+@pytest.mark.slow
 def test_the_generated_documents_reach_every_kind_of_decision(expected):
     reasons = {reason for results in expected.values() for reason, _ in results}
     # Not a tautology: without these the equivalence test above would leave rules unexercised.
@@ -145,6 +147,7 @@ def test_shortcuts_skip_the_ngram_counts_on_ordinary_prose(monkeypatch):
     assert calls.count("dup_ngram_char_ratio") == 6 * repeating
 
 
+@pytest.mark.slow
 def test_lowercasing_whole_texts_is_safe_for_every_code_point():
     """What _Text relies on to take words from the lowercased text (see its docstring)."""
     chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]

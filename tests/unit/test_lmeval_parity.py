@@ -140,6 +140,7 @@ metadata:
 }
 
 
+@pytest.mark.slow
 def test_hand_written_lm_eval_tasks_score_as_the_kit(lm_eval, tiny, tmp_path):
     loaded = tiny(method="lora")
     for name, text in HAND_WRITTEN.items():
@@ -182,6 +183,7 @@ def test_original_schema_tasks_are_exported_as_normalised_copies(tmp_path):
     assert (tmp_path / "data" / "comprehension_vi").exists() is False  # already in the kit's schema: read in place
 
 
+@pytest.mark.slow
 def test_tiny_llama_all_sample_items_score_as_lm_eval(lm_eval, tiny, tmp_path):
     loaded = tiny(method="lora")
     tasks = load_tasks(EVAL)
@@ -191,6 +193,7 @@ def test_tiny_llama_all_sample_items_score_as_lm_eval(lm_eval, tiny, tmp_path):
     assert _assert_same(ours, theirs) == 110 + 154 + 36 + 60 + 110
 
 
+@pytest.mark.slow
 def test_original_villm_eval_files_score_as_lm_eval(lm_eval, tiny, tmp_path):
     loaded = tiny(method="full")
     tasks = load_tasks(VILLM)
@@ -200,6 +203,7 @@ def test_original_villm_eval_files_score_as_lm_eval(lm_eval, tiny, tmp_path):
     assert _assert_same(ours, theirs) == 3 + 4 + 4 + 2
 
 
+@pytest.mark.slow
 def test_smollm2_subset_scores_as_lm_eval(lm_eval, tmp_path):
     from cptnb.config import ModelConfig
     from cptnb.models.loading import load_model
