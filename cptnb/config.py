@@ -34,6 +34,7 @@ from cptnb.data.decontam import DecontamConfig
 from cptnb.data.dedup import DedupConfig
 from cptnb.data.filters import FilterConfig
 from cptnb.data.langid import LangIdConfig
+from cptnb.data.scale.config import ScaleConfig
 from cptnb.errors import ConfigError
 from cptnb.paths import data_samples_dir
 
@@ -213,6 +214,9 @@ class DataConfig(_Section):
     )
     decontam: DecontamConfig = field(
         default_factory=DecontamConfig, metadata={"help": "Drop documents overlapping eval tasks."}
+    )
+    scale: ScaleConfig = field(
+        default_factory=ScaleConfig, metadata={"help": "Where the corpus stage runs: in process or on datatrove."}
     )
     seed: int = _f(1309, "Seed for replay sampling and shuffling.")
 

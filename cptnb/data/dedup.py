@@ -409,6 +409,29 @@ def _peers_in_batch(band_keys: np.ndarray, min_matches: int) -> dict[int, list[t
 
 
 @dataclass
+class DocKeys:
+    """What deduplication needs to know of a batch of documents; computed anywhere (a worker, another machine).
+
+    The scaled path (:mod:`cptnb.data.scale`) computes these in its tasks, in parallel,
+    and the decisions are then taken over them in order, by the same code as in process.
+    """
+
+    exact: np.ndarray  # (docs,) uint64 normalized-text hashes
+    words: np.ndarray  # (docs,) bool: the normalized text has at least one word
+    bands: np.ndarray  # (docs, bands) LSH band keys (0 for word-less documents, or when near dedup is off)
+
+    def __len__(self) -> int:
+        return len(self.exact)
+
+    @classmethod
+    def concat(cls, parts: list[DocKeys]) -> DocKeys:
+        return cls(*(np.concatenate([getattr(k, name) for k in parts]) for name in ("exact", "words", "bands")))
+
+    def rows(self, start: int, stop: int) -> DocKeys:
+        return DocKeys(self.exact[start:stop], self.words[start:stop], self.bands[start:stop])
+
+
+@dataclass
 class DedupStats:
     """What deduplication did; filled in while the stream is consumed."""
 
@@ -458,12 +481,28 @@ class Deduplicator:
     def __call__(self, docs: Iterable[Document]) -> Iterator[Document]:
         it = iter(docs)
         while batch := list(islice(it, self.cfg.batch_docs)):
-            yield from self._process(batch)
+            yield from self.decide(batch)
+
+    def document_keys(self, texts: list[str]) -> DocKeys:
+        """Exact key, has-words flag and LSH band keys of each text: the part of dedup that parallelizes."""
+        hashes = [word_hashes(text) for text in texts]
+        exact = np.array([_exact_key(t, h) for t, h in zip(texts, hashes)], dtype=_U64)
+        words = np.array([len(h) > 0 for h in hashes], dtype=bool)
+        bands = np.zeros((len(texts), self.lsh.bands), dtype=self._near_index.dtype)
+        signed = np.flatnonzero(words)
+        if self.cfg.near and len(signed):
+            bands[signed] = self._band_keys([hashes[i] for i in signed])
+        return DocKeys(exact, words, bands)
 
     # -- one batch
 
-    def _process(self, batch: list[Document]) -> list[Document]:
-        view = self._view(batch)
+    def decide(self, batch: list[Document], keys: DocKeys | None = None) -> list[Document]:
+        """The documents of ``batch`` that are kept, in order (drops counted); ``keys`` when already computed.
+
+        Batches must come in stream order, as ``cfg.batch_docs`` documents each; the
+        decisions are the same whether ``keys`` were computed here or elsewhere.
+        """
+        view = self._view(batch, keys)
         kept: list[Document] = []
         fate: list[tuple[str, int]] = []  # per position: (outcome, kept ordinal it belongs to)
         new_exact: list[tuple[int, int]] = []
@@ -483,18 +522,25 @@ class Deduplicator:
         self.stats.docs_kept += len(kept)
         return kept
 
-    def _view(self, batch: list[Document]) -> _BatchView:
+    def _view(self, batch: list[Document], keys: DocKeys | None = None) -> _BatchView:
         """Everything about a batch that can be computed at once, before the in-order decisions."""
-        hashes = [word_hashes(doc.text) for doc in batch]
-        exact_keys = np.array([_exact_key(d.text, h) for d, h in zip(batch, hashes)], dtype=_U64)
+        if keys is None:
+            hashes = [word_hashes(doc.text) for doc in batch]
+            exact_keys = np.array([_exact_key(d.text, h) for d, h in zip(batch, hashes)], dtype=_U64)
+            has_words = [len(h) > 0 for h in hashes]
+        else:
+            exact_keys, has_words = keys.exact, keys.words.tolist()
         exact_owner = self._first_owner(exact_keys) if self.cfg.exact else np.full(len(batch), -1)
         first = self._first_in_batch(exact_keys)
         # Only the first copy of a text is signed; exact duplicates and word-less texts never are.
         signed = [
             i for i in range(len(batch))
-            if self.cfg.near and exact_owner[i] < 0 and first[i] == i and len(hashes[i])
+            if self.cfg.near and exact_owner[i] < 0 and first[i] == i and has_words[i]
         ]
-        band_keys = self._band_keys([hashes[i] for i in signed])
+        if keys is None:
+            band_keys = self._band_keys([hashes[i] for i in signed])
+        else:
+            band_keys = keys.bands[np.array(signed, dtype=np.int64)].astype(self._near_index.dtype, copy=False)
         return _BatchView(
             exact_keys=exact_keys,
             exact_owner=exact_owner,

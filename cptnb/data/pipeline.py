@@ -8,7 +8,9 @@ satisfies ``docs_in == docs_kept + sum(dropped)`` for every source.
 
 Clean, language id and quality filters run over chunks of ``cfg.chunk_docs``
 documents, in ``cfg.num_proc`` worker processes (:mod:`cptnb.data.parallel`); the
-output and the report are the same for any number of workers.
+output and the report are the same for any number of workers. With
+``cfg.scale.executor`` local, slurm or ray the same stages run as datatrove tasks
+(:mod:`cptnb.data.scale`), with the same output and report.
 
 Outputs in ``out_dir``: ``train/`` (packed ``datasets`` folder),
 ``heldout_domain.jsonl``, ``heldout_general.jsonl``, ``report.json`` (with
@@ -168,13 +170,17 @@ def _with_role(entries: list[dict[str, Any]], role: str) -> list[dict[str, Any]]
     return [{**entry, "role": role} for entry in entries]
 
 
-def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int = 256) -> PreparedCorpus:
+def prepare(
+    cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int = 256, executor: str | None = None
+) -> PreparedCorpus:
     """Run every stage over ``cfg.sources`` (+ replay) and write the outputs listed in the module docstring.
 
     ``cfg.block_tokens`` sets the block length; when it is 0, ``block_tokens`` does
     (the recipe passes ``model.max_seq_len_tokens``). When what survives fills no
     block, the report and funnel are still written, then
     :class:`~cptnb.errors.CorpusTooSmallError` says what survived and what to change.
+    ``executor`` (default ``cfg.scale.executor``) runs the corpus stages in process or
+    on a datatrove executor (local, slurm, ray; see :mod:`cptnb.data.scale`).
 
     Example::
 
@@ -184,21 +190,36 @@ def prepare(cfg: DataConfig, tokenizer, out_dir: str | Path, block_tokens: int =
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = _contamination_index(cfg)
+    scale = cfg.scale if executor is None else cfg.scale.replace(executor=executor)
+    if scale.executor != "inprocess":
+        from cptnb.data.scale.merge import ScaledStream
+
+        work = Path(scale.work_dir) if scale.work_dir else out / "scale"
+        domain_chain = ScaledStream(cfg, cfg.sources, cfg.language, index, work / "domain", scale)
+        general_chain = ScaledStream(cfg, cfg.replay_sources, cfg.replay_language, index, work / "general", scale)
+        domain_chain.run_shards()
+        general_chain.run_shards()
+        return _finish(cfg, tokenizer, out, block_tokens, index, domain_chain, general_chain)
     # One pool for both corpora, started before the tokenizer runs (forking after it would make it warn).
     with StagePool(worker_count(cfg.num_proc, [*cfg.sources, *cfg.replay_sources])) as pool:
         domain_chain = CorpusStream(cfg, cfg.sources, cfg.language, index, pool)
         general_chain = CorpusStream(cfg, cfg.replay_sources, cfg.replay_language, index, pool)
-        held_domain = _HeldoutSink(out / "heldout_domain.jsonl")
-        held_general = _HeldoutSink(out / "heldout_general.jsonl")
+        return _finish(cfg, tokenizer, out, block_tokens, index, domain_chain, general_chain)
 
-        domain = held_domain.route(split_heldout(domain_chain.documents(), cfg.heldout_share, "domain"))
-        replay: Iterator[Document] = iter(())
-        if cfg.replay_sources:
-            replay = held_general.route(split_heldout(general_chain.documents(), cfg.heldout_share, "general"))
-        stats = MixStats(cfg.replay_share)
-        mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
-        # mix_replay already counted the words and bytes of every document it yields.
-        packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train", count_text=False)
+
+def _finish(cfg: DataConfig, tokenizer, out: Path, block_tokens: int, index, domain_chain, general_chain) -> PreparedCorpus:
+    """Held-out split, replay mix and packing over the two corpus streams, then report, funnel and fertility."""
+    held_domain = _HeldoutSink(out / "heldout_domain.jsonl")
+    held_general = _HeldoutSink(out / "heldout_general.jsonl")
+
+    domain = held_domain.route(split_heldout(domain_chain.documents(), cfg.heldout_share, "domain"))
+    replay: Iterator[Document] = iter(())
+    if cfg.replay_sources:
+        replay = held_general.route(split_heldout(general_chain.documents(), cfg.heldout_share, "general"))
+    stats = MixStats(cfg.replay_share)
+    mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
+    # mix_replay already counted the words and bytes of every document it yields.
+    packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train", count_text=False)
     packed.words, packed.bytes = stats.domain_words + stats.replay_words, stats.domain_bytes + stats.replay_bytes
     split_counts = {"domain_docs": len(held_domain.texts), "general_docs": len(held_general.texts)}
     # Held-out files given explicitly join the split-off documents (cleaned the same way, never trained on).

@@ -16,6 +16,14 @@ the lines and byte offsets), ``undecodable_file`` (the same in a .json / .csv fi
 which parses as a whole, or a parquet file pyarrow cannot read), ``empty_file``,
 ``broken_json``, ``missing_text_field``, ``non_string_text_field``.
 
+Size: ``.jsonl`` and ``.txt`` files are decoded :data:`READ_BLOCK_BYTES` at a time,
+cut at line (``.jsonl``) or blank-line (``.txt``) boundaries, so reading needs the
+same memory for a 100 MB file as for a 100 GB one; ``.json`` and ``.csv`` parse as a
+whole. Text formats may be compressed (``.jsonl.gz``, ``.txt.zst``, ...): they are
+decompressed as they stream, never unpacked to disk (``.zst`` needs ``zstandard``).
+:func:`read_range` reads one byte range of a ``.jsonl`` file, which is how the
+scaled path (:mod:`cptnb.data.scale`) lets many tasks share one large file.
+
 Provenance: pass ``files_read`` (a list) and every file opened is appended to it as
 ``{"path", "bytes", "sha256"}``; text files are hashed from the bytes already read,
 parquet files and saved datasets in a separate streaming pass.
@@ -24,9 +32,11 @@ parquet files and saved datasets in a separate streaming pass.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import contextvars
 import csv
 import glob
+import gzip
 import hashlib
 import io
 import json
@@ -37,11 +47,82 @@ from pathlib import Path
 from typing import Any
 
 from cptnb.data.documents import Document, DropCounter
-from cptnb.errors import DataError
+from cptnb.errors import CptnbError, DataError
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".json", ".txt", ".parquet", ".csv")
+COMPRESSIONS = (".gz", ".zst")  # a text format (not parquet) may carry one of these after its own suffix
+READ_BLOCK_BYTES = 8 << 20  # .jsonl / .txt files are decoded this many bytes at a time (see the module docstring)
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def data_suffix(path: Path) -> str:
+    """The format of ``path`` looking through a compression suffix: ``a.jsonl.zst`` -> ``.jsonl``."""
+    if path.suffix in COMPRESSIONS:
+        inner = Path(path.stem).suffix
+        return inner if inner in (".jsonl", ".json", ".txt", ".csv") else path.suffix
+    return path.suffix
+
+
+def _stem(path: Path) -> str:
+    """``a`` for ``a.jsonl`` and for ``a.jsonl.gz`` (document ids are built from it)."""
+    return Path(path.stem).stem if path.suffix in COMPRESSIONS else path.stem
+
+
+def open_binary(path: Path, start: int = 0):
+    """``path``'s bytes as a binary stream from byte ``start``; .gz and .zst are decompressed as they are read."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    if path.suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise DataError(f"{path}: reading .zst files needs the zstandard package: pip install zstandard") from None
+        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)
+    fh = open(path, "rb")
+    fh.seek(start)
+    return fh
+
+
+def cut_after_line(data: bytes) -> int:
+    """Length of the longest prefix of ``data`` made of whole lines (0 when no line ends in it)."""
+    return data.rfind(b"\n") + 1
+
+
+def cut_at_blank_line(data: bytes) -> int:
+    """A cut inside the last blank line of ``data`` (0 when there is none): .txt documents never span it."""
+    return max(data.rfind(b"\n\n"), data.rfind(b"\n\r\n")) + 1
+
+
+def read_blocks(fh, cut, limit: int | None = None, block_bytes: int | None = None) -> Iterator[bytes]:
+    """Consecutive pieces of the stream ``fh`` (its first ``limit`` bytes when given), each ending where ``cut`` allows.
+
+    Joined, the pieces are exactly the bytes read. A piece is about ``block_bytes``
+    long (default :data:`READ_BLOCK_BYTES`), longer only when no cut falls inside a block (one huge line).
+    """
+    carry, left, block_bytes = b"", limit, block_bytes or READ_BLOCK_BYTES
+    while True:
+        want = block_bytes if left is None else min(block_bytes, left)
+        chunk = fh.read(want) if want > 0 else b""
+        if not chunk:
+            if carry:
+                yield carry
+            return
+        if left is not None:
+            left -= len(chunk)
+        data = carry + chunk if carry else chunk
+        at = cut(data)
+        if at == 0:
+            carry = data
+            continue
+        yield data[:at]
+        carry = data[at:]
+
+
+def count_lines(raw: bytes) -> int:
+    """Lines that ``raw`` (whole lines) holds once CRLF and lone CR are read as line ends, as :func:`decode_text` does."""
+    return raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
 
 
 def _is_saved_dataset(path: Path) -> bool:
@@ -56,7 +137,7 @@ def expand_paths(specs: Iterable[str | Path]) -> list[Path]:
         if _is_saved_dataset(path):
             found = [path]
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+            found = sorted(p for p in path.rglob("*") if data_suffix(p) in SUFFIXES and p.is_file())
         elif path.is_file():
             found = [path]
         else:
@@ -185,17 +266,23 @@ class _Reader:
             yield from self._text_file(path)
 
     def _text_file(self, path: Path) -> Iterator[Document]:
+        kind = data_suffix(path)
+        if kind == ".jsonl" or (kind == ".txt" and self.txt_mode == "blocks"):
+            yield from self.streamed(path)
+            return
         source = str(path)
-        raw = path.read_bytes()
-        self._record_file(path, raw)
+        raw = self._read_all(path)
+        self._record_file(path, raw if path.suffix not in COMPRESSIONS else None)
         decoded = decode_text(raw)
         del raw  # the text is all that is needed from here
         if not decoded.text.strip():
             self.bad(str(path), source, "empty_file", "file is empty; remove it or add text")
             return
-        if path.suffix in (".txt", ".jsonl"):
-            bad = _BadBytes(self, path, decoded)
-            yield from (self._txt(path, bad) if path.suffix == ".txt" else self._jsonl(path, bad))
+        if kind == ".txt":  # txt_mode "file": the whole file is one document
+            bad = _BadBytes(self, path)
+            bad.start_block(decoded)
+            if not bad.found(0, len(decoded.text)):
+                yield Document(text=decoded.text.strip(), source=source, id=_stem(path))
             bad.warn()
             return
         # .json and .csv parse as a whole: bad bytes anywhere make the whole file unusable.
@@ -205,27 +292,72 @@ class _Reader:
             self.bad(f"{path}:{line}", source, "undecodable_file", f"{decoded.problem(offset)}; re-save the file as "
                      "UTF-8 or pass on_error='skip' to count and skip it")
             return
-        if path.suffix == ".csv":
+        if kind == ".csv":
             yield from self._csv(path, decoded.text)
         else:
             yield from self._json(path, decoded.text)
 
+    def _read_all(self, path: Path) -> bytes:
+        if path.suffix not in COMPRESSIONS:
+            return path.read_bytes()
+        with self._stream_errors(path), open_binary(path) as fh:
+            return fh.read()
+
+    @contextlib.contextmanager
+    def _stream_errors(self, path: Path):
+        """A corrupt .gz / .zst stream becomes a DataError naming the file."""
+        try:
+            yield
+        except (OSError, EOFError, Exception) as err:
+            corrupt = isinstance(err, (OSError, EOFError)) or type(err).__name__ == "ZstdError"
+            if path.suffix not in COMPRESSIONS or isinstance(err, (FileNotFoundError, CptnbError)) or not corrupt:
+                raise
+            raise DataError(f"{path}: not a readable {path.suffix[1:]} stream ({err}); re-compress the file") from None
+
+    def streamed(self, path: Path, start: int = 0, length: int | None = None, first_line: int = 1) -> Iterator[Document]:
+        """Documents of a .jsonl or .txt (blocks) file, decoded a block at a time; optionally one byte range of it.
+
+        ``start`` must be 0 or the first byte of a line, ``first_line`` that line's
+        number (1-based, counted as :func:`count_lines` does); ``length`` None reads to the end.
+        """
+        source, whole = str(path), start == 0 and length is None
+        kind = data_suffix(path)
+        bad = _BadBytes(self, path)
+        digest = hashlib.sha256() if self.files_read is not None and whole and path.suffix not in COMPRESSIONS else None
+        if self.files_read is not None and whole and digest is None:
+            self._record_file(path)  # compressed: hash the file on disk in its own streaming pass
+        self._txt_next, offset, line, blank = 0, start, first_line, True
+        cut = cut_after_line if kind == ".jsonl" else cut_at_blank_line
+        with self._stream_errors(path), open_binary(path, start) as fh:
+            blocks = read_blocks(fh, cut, length)
+            for raw in blocks:
+                if offset == 0 and raw.startswith(_UTF16_BOMS):
+                    raw += b"".join(blocks)  # UTF-16 cannot be cut at a newline byte: decode the file whole
+                if digest is not None:
+                    digest.update(raw)
+                decoded = decode_text(raw)
+                blank = blank and not decoded.text.strip()
+                bad.start_block(decoded, line, offset)
+                yield from (self._jsonl(path, bad, line) if kind == ".jsonl" else self._txt(path, bad))
+                line += decoded.text.count("\n")
+                offset += len(raw)
+        if digest is not None:
+            self.files_read.append({"path": source, "bytes": offset, "sha256": digest.hexdigest()})
+        if blank and whole:
+            self.bad(str(path), source, "empty_file", "file is empty; remove it or add text")
+        bad.warn()
+
     def _txt(self, path: Path, bad: _BadBytes) -> Iterator[Document]:
-        text = bad.decoded.text
-        if self.txt_mode == "file":
-            if not bad.found(0, len(text)):
-                yield Document(text=text.strip(), source=str(path), id=path.stem)
-            return
-        i = 0
-        for start, piece in _pieces(text, "\n\n"):
+        for start, piece in _pieces(bad.decoded.text, "\n\n"):
             block = piece.strip()
             if not block or bad.found(start, start + len(piece)):
                 continue
-            yield Document(text=block, source=str(path), id=f"{path.stem}:{i}")
-            i += 1
+            yield Document(text=block, source=str(path), id=f"{_stem(path)}:{self._txt_next}")
+            self._txt_next += 1
 
-    def _jsonl(self, path: Path, bad: _BadBytes) -> Iterator[Document]:
-        for lineno, (start, line) in enumerate(_pieces(bad.decoded.text, "\n"), 1):
+    def _jsonl(self, path: Path, bad: _BadBytes, first_line: int = 1) -> Iterator[Document]:
+        stem = _stem(path)
+        for lineno, (start, line) in enumerate(_pieces(bad.decoded.text, "\n"), first_line):
             if not line.strip() or bad.found(start, start + len(line)):
                 continue
             try:
@@ -233,7 +365,7 @@ class _Reader:
             except json.JSONDecodeError as err:
                 self.bad(f"{path}:{lineno}", str(path), "broken_json", f"not valid JSON ({err.msg}); fix or delete this line")
                 continue
-            doc = self.record(record, f"{path}:{lineno}", str(path), f"{path.stem}:{lineno}")
+            doc = self.record(record, f"{path}:{lineno}", str(path), f"{stem}:{lineno}")
             if doc is not None:
                 yield doc
 
@@ -244,7 +376,7 @@ class _Reader:
             self.bad(f"{path}:{err.lineno}", str(path), "broken_json", f"not valid JSON ({err.msg}); fix the file")
             return
         for i, record in enumerate(records if isinstance(records, list) else [records]):
-            doc = self.record(record, f"{path}[{i}]", str(path), f"{path.stem}:{i}")
+            doc = self.record(record, f"{path}[{i}]", str(path), f"{_stem(path)}:{i}")
             if doc is not None:
                 yield doc
 
@@ -255,7 +387,7 @@ class _Reader:
                      f"no column {self.text_field!r} (columns: {reader.fieldnames}); set text_field")
             return
         for i, row in enumerate(reader):
-            doc = self.record(row, f"{path}:{reader.line_num}", str(path), f"{path.stem}:{i}")
+            doc = self.record(row, f"{path}:{reader.line_num}", str(path), f"{_stem(path)}:{i}")
             if doc is not None:
                 yield doc
 
@@ -307,20 +439,26 @@ class _BadBytes:
 
     SHOWN = 5  # locations named in the warning; the count covers the rest
 
-    def __init__(self, reader: _Reader, path: Path, decoded: DecodedText):
-        self.reader, self.path, self.decoded = reader, path, decoded
+    def __init__(self, reader: _Reader, path: Path):
+        self.reader, self.path = reader, path
+        self.decoded = DecodedText("", "UTF-8")
+        self._lines_before, self._offset = 0, 0
         self.where: list[tuple[int, int]] = []  # (line, byte offset) of each dropped document's first bad bytes
 
+    def start_block(self, decoded: DecodedText, first_line: int = 1, offset: int = 0) -> None:
+        """The next decoded block of the file, which starts at line ``first_line`` and byte ``offset``."""
+        self.decoded, self._lines_before, self._offset = decoded, first_line - 1, offset
+
     def found(self, start: int, end: int) -> bool:
-        """Whether ``text[start:end]`` (one document) holds bad bytes; if so it is dropped (or raises)."""
+        """Whether ``text[start:end]`` (one document of the block) holds bad bytes; if so it is dropped (or raises)."""
         found = self.decoded.locate(start, end)
         if found is None:
             return False
-        line, offset = found
+        line, offset = found[0] + self._lines_before, found[1] + self._offset
         self.reader.bad(f"{self.path}:{line}", str(self.path), "undecodable_bytes",
                         f"{self.decoded.problem(offset)}; re-save the file as {self.decoded.encoding}, or pass "
                         "on_error='skip' to drop only the documents holding such bytes")
-        self.where.append(found)
+        self.where.append((line, offset))
         return True
 
     def warn(self) -> None:
@@ -368,6 +506,24 @@ def read_documents(
         yield from reader.dataset(source, _dataset_name(source))
     for path in expand_paths(paths):
         yield from reader.read(path)
+
+
+def read_range(
+    path: str | Path,
+    start: int,
+    length: int | None,
+    first_line: int,
+    text_field: str = "text",
+    on_error: str = "raise",
+    drops: DropCounter | None = None,
+) -> Iterator[Document]:
+    """The documents of bytes ``[start, start + length)`` of a .jsonl file, as :func:`read_documents` reads them there.
+
+    ``start`` is the first byte of line ``first_line``; ids, error messages and drop
+    reasons are those of reading the whole file. One task of the scaled path reads one range.
+    """
+    reader = _Reader(text_field, on_error, drops, "blocks")
+    yield from reader.streamed(Path(path), start, length, first_line)
 
 
 def read_records(path: Path) -> Iterator[tuple[str, Any]]:
