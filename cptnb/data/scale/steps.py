@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,8 +126,12 @@ class DedupKeysAndContamination(_KitStep):
         keyer = Deduplicator(self.dedup)  # built here: the MinHash backend object need not be picklable
         for _, chunk in unit_chunks(data, self.batch_docs):
             texts = [d.text for d in chunk]
+            start = time.perf_counter()
             keys = keyer.document_keys(texts)
+            middle = time.perf_counter()
             matched = self.index.matches_many(texts) if self.index is not None else [[] for _ in texts]
+            self.stat_update("seconds|dedup_keys", value=middle - start)
+            self.stat_update("seconds|decontam_screen", value=time.perf_counter() - middle)
             for i, doc in enumerate(chunk):
                 doc.metadata["keys"] = (int(keys.exact[i]), bool(keys.words[i]), keys.bands[i])
                 doc.metadata["contaminated"] = matched[i]
