@@ -113,6 +113,10 @@ def _cmd_plan(args) -> None:
         result = plan(recipe, None, args.blocks, _gib(args.available_gib), measure=False,
                       num_devices=args.num_devices, device=args.device)
     print(result.markdown())
+    if args.rehearse:
+        from cptnb.planner.rehearse import rehearse
+
+        print(rehearse(recipe).markdown())
 
 
 def _gib(value: float | None) -> float | None:
@@ -268,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--available-gib", type=float, default=None, help="memory per device in GiB (default: measured)")
     pl.add_argument("--blocks", type=int, default=None, help="packed blocks in the training set, if known")
     pl.add_argument("--measure", action="store_true", help="load the model, pack the data and time a warm-up")
+    pl.add_argument("--rehearse", action="store_true",
+                    help="then run a few real training steps on the model's shape with random weights (shrunk to "
+                    "fit here), checkpoint and resume included")
     add_recipe_options(pl)
     pl.set_defaults(func=_cmd_plan)
 
