@@ -24,6 +24,7 @@ from cptnb.config import ModelConfig
 from cptnb.configbase import DTYPE_NAMES, canonical_dtype
 from cptnb.errors import ConfigError, CptnbError, ModelNotAvailableError
 from cptnb.guidance import GPU_ON_COLAB, in_colab, in_kaggle
+from cptnb.models.hub import hub_reachable
 from cptnb.models.zoo import ALIASES, resolve_alias
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,15 @@ def _not_available(name: str, err: Exception) -> ModelNotAvailableError:
 
 
 def from_pretrained_or_explain(loader, source: str, **kwargs):
-    """Call a ``from_pretrained`` and turn hub/offline failures into one clear error."""
+    """Call a ``from_pretrained`` and turn hub/offline failures into one clear error.
+
+    A hub id is looked up in the local cache only when the Hub cannot be reached (:func:`hub_reachable`),
+    so offline it fails (or loads from the cache) at once instead of after huggingface_hub's retries.
+    """
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    if not Path(source).exists() and not hub_reachable():
+        kwargs.setdefault("local_files_only", True)
     try:
         return loader.from_pretrained(source, **kwargs)
     except (OSError, LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:

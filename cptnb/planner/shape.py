@@ -9,7 +9,7 @@ from typing import Any
 
 from cptnb.config import ModelConfig
 from cptnb.errors import ConfigError
-from cptnb.models.loading import LoadedModel, from_pretrained_or_explain, resolve_source
+from cptnb.models.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +109,29 @@ def _decoder_layers(model) -> list:
 def model_shape(model: ModelConfig | LoadedModel | ModelShape) -> ModelShape:
     """The :class:`ModelShape` of a loaded model, or of ``ModelConfig.name`` built on the meta device (no weights).
 
-    A hub id must already be in the local cache when offline; otherwise
-    :class:`~cptnb.errors.ModelNotAvailableError` says how to get it.
+    A hub id is read from the Hub or its local cache; when neither has it, its
+    shape shipped with the kit (:mod:`cptnb.planner.known_shapes`) is used, and
+    otherwise :class:`~cptnb.errors.ModelNotAvailableError` says how to get it.
     """
     if isinstance(model, ModelShape):
         return model
     if isinstance(model, LoadedModel):
         return shape_from_model(model.model, model.source)
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from cptnb.planner.known_shapes import config_for
 
-    source = resolve_source(model)
-    config = from_pretrained_or_explain(AutoConfig, source, trust_remote_code=model.trust_remote_code)
+    config, _ = config_for(model.name, model.trust_remote_code, model.cache_dir, model.seed)
+    return shape_from_config(config, model.name, model.trust_remote_code)
+
+
+def shape_from_config(config, name: str, trust_remote_code: bool = False) -> ModelShape:
+    """The :class:`ModelShape` of a transformers config, counted on a model built on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
     with torch.device("meta"):  # every tensor gets a shape but no storage: an 8B model costs nothing
-        empty = AutoModelForCausalLM.from_config(config, trust_remote_code=model.trust_remote_code)
+        empty = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     empty.tie_weights()  # a tied lm_head must be counted once
-    return shape_from_model(empty, model.name)
+    return shape_from_model(empty, name)
 
 
 def lora_targets(shape: ModelShape, cfg: ModelConfig) -> list[str]:
