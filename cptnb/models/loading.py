@@ -32,6 +32,34 @@ log = logging.getLogger(__name__)
 EMBEDDING_MODULES = ("embed_tokens", "lm_head")
 
 
+class _DropRecord(logging.Filter):
+    """Drops the records of one logger whose message template starts with ``prefix``; lets every other through."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+def quiet_bitsandbytes_cpu_kernel_warning() -> None:
+    """Silence bitsandbytes' "Failed to load CPU gemm_4bit_forward from kernels-community" warning, and only it.
+
+    ``bitsandbytes/backends/cpu/ops.py`` logs it on import, on CPUs with avx512bf16, when the Hub kernel
+    for 4-bit matmuls on the CPU cannot be downloaded, which is always so offline. The kit never runs 4-bit
+    on a CPU (QLoRA needs a GPU), so it would only puzzle a learner in every notebook. The filter sits on
+    that module's own logger; other bitsandbytes records, and every other logger, are untouched.
+    """
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")  # the logger that module creates on import
+    if not any(isinstance(f, _DropRecord) for f in logger.filters):
+        logger.addFilter(_DropRecord("Failed to load CPU gemm_4bit_forward from kernels-community"))
+
+
+# Installed before anything below imports peft (which imports bitsandbytes when it is installed).
+quiet_bitsandbytes_cpu_kernel_warning()
+
+
 @dataclass
 class LoadedModel:
     """A model, its tokenizer, and what the kit knows about how it will train."""

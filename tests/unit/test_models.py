@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -137,3 +138,20 @@ def test_smollm2_rebuild_has_the_gguf_models_logits(tmp_path):
     with torch.no_grad():
         assert torch.equal(dense(ids).logits, reference(ids).logits)
     assert (built / "tokenizer.json").is_file() and (built / "model.safetensors").is_file()
+
+
+def test_bitsandbytes_cpu_kernel_download_warning_is_dropped_and_others_are_kept(caplog):
+    # Importing cptnb.models.loading (which imports peft, and so bitsandbytes) installed the filter.
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")  # the logger of bitsandbytes/backends/cpu/ops.py
+    with caplog.at_level(logging.WARNING):
+        logger.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you already "
+            "`pip install kernels` and the kernels >= 0.11.1", OSError("offline")
+        )
+        logger.warning("Some other bitsandbytes CPU warning: %s", "kept")
+        logging.getLogger("bitsandbytes.cextension").warning("bitsandbytes library load error: kept too")
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("gemm_4bit_forward" in m for m in messages)
+    assert "Some other bitsandbytes CPU warning: kept" in messages
+    assert "bitsandbytes library load error: kept too" in messages
+    assert logging.getLogger().filters == []  # nothing installed globally
