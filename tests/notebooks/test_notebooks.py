@@ -186,6 +186,10 @@ def _check_quickstart(out: Path) -> None:
     metrics = read_metrics(out / "metrics.jsonl")
     assert [m["step"] for m in metrics if "train_loss" in m] == list(range(1, 13))
     assert (out / "adapter" / "adapter_config.json").is_file()
+    # The learner sees the model summary once (it used to be logged and printed), and no bitsandbytes kernel notice.
+    shown = _executed_text(out, "00_quickstart")
+    assert shown.count("parameters trainable") == 1
+    assert "gemm_4bit_forward" not in shown
 
 
 QUALITY_REASONS_PREFIXES = ("gopher_", "fineweb_", "c4_")
@@ -329,6 +333,7 @@ CHECKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_runs_headless_in_smoke_mode(path, tmp_path):

@@ -67,7 +67,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_processe
 
 @pytest.mark.slow
 def test_two_processes_resume_from_a_checkpoint_and_continue_the_curve(two_processes, tmp_path):
-    # Each process restores its own RNG file and the optimizer state (which needed a fix on CPU: see train.py).
+    # Each process restores its own RNG file and the optimizer state (which needed a fix on CPU: see train/trainer.py).
     run = tmp_path / "run"
     shutil.copytree(two_processes.output_dir, run)
     shutil.rmtree(run / "checkpoint-6")  # as if the run had died between step 3 and step 6
