@@ -6,6 +6,9 @@ and the byte count is the document's whole UTF-8 length. Bits per byte
 (total negative log-likelihood in bits / bytes) does not depend on the
 tokenizer, so it compares models with different vocabularies and is the number
 to quote for "how well does the model know this language".
+
+A model that cuts its inputs (Unsloth's, loaded for shorter training blocks)
+takes each window whole while it is scored (:func:`cptnb.models.loading.inputs_up_to`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 from tqdm.auto import tqdm
+
+from cptnb.models.loading import input_device, inputs_up_to
 
 
 @dataclass
@@ -82,12 +87,12 @@ def score_texts(
             pieces.append((ids[start:end], first - start))
     pieces.sort(key=lambda p: len(p[0]))  # similar lengths together: less padding
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else context
     total_nll, total_tokens = 0.0, 0
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
+    with torch.inference_mode(), inputs_up_to(model, max(len(ids) for ids, _ in pieces)):
         for i in tqdm(range(0, len(pieces), batch_size), desc=desc, leave=False, disable=not progress):
             batch = pieces[i : i + batch_size]
             width = max(len(ids) for ids, _ in batch)

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 
 from cptnb.errors import DataError
 from cptnb.evaluate.tasks import Task, context, continuations, fewshot_plan, gold_index
+from cptnb.models.loading import input_device, inputs_up_to
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class _Engine:
         import torch
 
         self.torch, self.model, self.batch_size = torch, model, max(1, int(batch_size))
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
         self.max_length = max_length(model, tokenizer)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = pad if pad is not None else 0  # padding sits after real tokens, so its value never matters
@@ -270,7 +271,10 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, list[str]]], 
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), tqdm(total=len(flat), desc=desc, leave=False) as bar:
+        # Inputs are cut to max_length from the left, as lm-eval does; a model that also cuts them itself
+        # (Unsloth's max_seq_length) would see few-shot contexts cut from the right instead.
+        with torch.inference_mode(), inputs_up_to(model, engine.max_length + 1), \
+                tqdm(total=len(flat), desc=desc, leave=False) as bar:
             engine.run(flat, bar)
         if share_context and close_call is not None:
             close = [g for i, gs in enumerate(groups) if close_call(i, [r for g in gs for r in g.results]) for g in gs]
@@ -279,7 +283,7 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, list[str]]], 
                 for g in close:
                     g.results.clear()
                 engine.share_context = False
-                with torch.inference_mode():
+                with torch.inference_mode(), inputs_up_to(model, engine.max_length + 1):
                     engine.run(close)
     finally:
         model.train(was_training)

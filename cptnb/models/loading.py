@@ -5,6 +5,8 @@ This is the one place where the backend is chosen: Unsloth's
 transformers + PEFT otherwise (CPU, or ``backend="transformers"``). Whatever
 path is taken, :func:`load_model` checks that the parameters the recipe says are
 trainable really are, and :class:`TrainableCheck` later confirms they changed.
+Trainable tensors are always fp32, whatever dtype the frozen weights have: the
+fp16 gradient scaler refuses fp16 gradients, and bf16 rounds small updates away.
 
 Example::
 
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,7 @@ class LoadedModel:
     trainable_names: list[str] = field(default_factory=list)
     trainable_params: int = 0
     total_params: int = 0
+    max_seq_len_tokens: int = 0  # longest training block the model was loaded for (Unsloth cuts longer inputs)
 
     def summary(self) -> str:
         share = 100 * self.trainable_params / max(self.total_params, 1)
@@ -156,20 +161,39 @@ def _not_available(name: str, err: Exception) -> ModelNotAvailableError:
     )
 
 
+def is_download_error(err: BaseException) -> bool:
+    """Whether ``err`` (or an error it was raised from) says the files could not be fetched from the Hub.
+
+    transformers raises ``OSError`` from huggingface_hub's errors (offline cache miss, unknown or gated
+    repo, bad repo id) and Unsloth wraps those in a ``RuntimeError`` (``unsloth/models/loader.py`` 1661);
+    either way a huggingface_hub error or a network error is in the chain. Anything else (CUDA out of
+    memory, an architecture transformers cannot build) is not a download problem and is raised as it is.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        module = type(err).__module__ or ""
+        if module.startswith(("huggingface_hub", "requests", "httpx", "urllib3")) or isinstance(
+            err, (ConnectionError, TimeoutError)
+        ):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def from_pretrained_or_explain(loader, source: str, **kwargs):
-    """Call a ``from_pretrained`` and turn hub/offline failures into one clear error.
+    """Call a ``from_pretrained`` and turn hub/offline failures (only those) into one clear error.
 
     A hub id is looked up in the local cache only when the Hub cannot be reached (:func:`hub_reachable`),
     so offline it fails (or loads from the cache) at once instead of after huggingface_hub's retries.
     """
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
     if not Path(source).exists() and not hub_reachable():
         kwargs.setdefault("local_files_only", True)
     try:
         return loader.from_pretrained(source, **kwargs)
-    except (OSError, LocalEntryNotFoundError, HfHubHTTPError, ValueError) as err:
-        if Path(source).exists():  # a local folder that fails to load is not a download problem
+    except Exception as err:
+        # A local folder that fails to load is not a download problem, nor is anything but a Hub error.
+        if Path(source).exists() or not is_download_error(err):
             raise
         raise _not_available(source, err) from None
 
@@ -227,9 +251,25 @@ def _load_transformers(cfg: ModelConfig, source: str, dtype):
     return get_peft_model(model, lora), tokenizer
 
 
+def _ties_embeddings(model) -> bool:
+    config = getattr(model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    return bool(getattr(config, "tie_word_embeddings", False))
+
+
 def _load_unsloth(cfg: ModelConfig, source: str, dtype):
+    import torch
     from unsloth import FastLanguageModel  # imported only here: Unsloth patches libraries on import
 
+    # Process-wide: a full load sets it to 1 (unsloth/models/vision.py 4025) and a LoRA load through
+    # FastLlamaModel never resets it, so a later get_peft_model would return the model without adapters
+    # (unsloth/models/llama.py 4641). Each load says what it is.
+    os.environ["UNSLOTH_ENABLE_FULL_FINETUNING"] = "1" if cfg.method == "full" else "0"
+    extra: dict[str, Any] = {}
+    if cfg.method == "full" and dtype == torch.bfloat16 and cuda_available():
+        # Unsloth's default for bf16 is pure bf16 training with no fp32 master copy (vision.py 5432-5437,
+        # unsloth_zoo/training_utils.py 365-367); this keeps fp32 weights under bf16 autocast.
+        extra["float32_mixed_precision"] = True
     try:
         model, tokenizer = FastLanguageModel.from_pretrained(
             model_name=source,
@@ -238,9 +278,12 @@ def _load_unsloth(cfg: ModelConfig, source: str, dtype):
             load_in_4bit=cfg.method == "qlora",
             full_finetuning=cfg.method == "full",
             trust_remote_code=cfg.trust_remote_code,
+            **extra,
         )
-    except (OSError, ValueError, RuntimeError) as err:
-        if Path(source).exists():
+    except Exception as err:
+        # Unsloth reports a model it cannot fetch as a RuntimeError raised from the Hub error
+        # (unsloth/models/loader.py 1661); CUDA out of memory is a RuntimeError too, and stays one.
+        if Path(source).exists() or not is_download_error(err):
             raise
         raise _not_available(source, err) from None
     if cfg.method == "full":
@@ -258,8 +301,68 @@ def _load_unsloth(cfg: ModelConfig, source: str, dtype):
         bias="none",
         use_gradient_checkpointing="unsloth",
         random_state=cfg.seed,
+        # Said, not left to Unsloth's guess: its CPU fallback (unsloth_zoo/cpu/loader.py 412) passes the
+        # flag on only when given, and PEFT then trains two diverging copies of a tied embedding.
+        ensure_weight_tying=bool(cfg.train_embeddings and _ties_embeddings(model)),
     )
     return model, tokenizer
+
+
+def _cast_at_the_edges(copy, wrapper) -> None:
+    """Let an fp32 trained copy sit among half-precision layers without autocast (evaluation, generation).
+
+    An embedding hands the next layer what the frozen original in ``wrapper`` would have (its current
+    dtype); a linear layer (an lm_head, tied or not) takes its input in its own dtype. Under autocast the
+    casts change nothing. Unsloth's fast forward casts at the same places (``unsloth/models/llama.py``
+    1401 and its fused loss). Once the adapter is merged the wrapper is gone and the embedding's cast with it.
+    """
+    import weakref
+
+    import torch
+
+    if getattr(copy, "_cptnb_casts", False):
+        return
+    if isinstance(copy, torch.nn.Embedding):
+        owner = weakref.ref(wrapper)
+
+        def to_frozen_dtype(module, args, out):
+            wrapped = owner()
+            frozen = next(wrapped.original_module.parameters(), None) if wrapped is not None else None
+            return out if frozen is None or not frozen.is_floating_point() else out.to(frozen.dtype)
+
+        copy.register_forward_hook(to_frozen_dtype)
+    elif isinstance(copy, torch.nn.Linear):
+        copy.register_forward_pre_hook(lambda module, args: (args[0].to(module.weight.dtype), *args[1:]))
+    copy._cptnb_casts = True
+
+
+def train_in_fp32(model) -> int:
+    """Give every trainable fp16/bf16 tensor fp32 storage, in place; returns how many elements moved.
+
+    PEFT upcasts only adapter layers (``peft/tuners/tuners_utils.py`` ``cast_adapter_dtype``), so the
+    copies of trained embeddings, and every weight of full training, kept the load dtype: the fp16
+    gradient scaler refuses them ("Attempting to unscale FP16 gradients") and in bf16 an update smaller
+    than half a unit in the last place is lost. The tensors keep their identity, so tied weights stay
+    tied; the frozen weights keep the dtype the user chose.
+    """
+    import torch
+
+    half = (torch.float16, torch.bfloat16)
+    moved = 0
+    for param in {id(p): p for p in model.parameters()}.values():
+        if param.requires_grad and param.dtype in half:
+            param.data = param.data.float()
+            moved += param.numel()
+    for module in model.modules():  # PEFT's ModulesToSaveWrapper: a trained copy next to the frozen original
+        copies, original = getattr(module, "modules_to_save", None), getattr(module, "original_module", None)
+        if not isinstance(copies, torch.nn.ModuleDict) or original is None:
+            continue
+        frozen = next((p.dtype for p in original.parameters()), None)
+        for copy in copies.values():
+            weight = getattr(copy, "weight", None)
+            if frozen in half and weight is not None and weight.dtype != frozen:
+                _cast_at_the_edges(copy, module)
+    return moved
 
 
 def trainable_parameter_names(model) -> list[str]:
@@ -270,12 +373,20 @@ def assert_trainable(model, cfg: ModelConfig) -> list[str]:
     """Check that what ``cfg`` says should train really has ``requires_grad``; return the names.
 
     Other tools have silently skipped ``lm_head`` and tied embeddings; here a
-    mismatch is an error, not a surprise after hours of training.
+    mismatch is an error, not a surprise after hours of training. Trainable
+    tensors must be fp32 (see :func:`train_in_fp32`).
     """
+    import torch
+
     names = trainable_parameter_names(model)
     problems: list[str] = []
     if not names:
         problems.append("no parameter requires grad")
+    half = sorted({str(p.dtype).removeprefix("torch.") for n, p in model.named_parameters()
+                   if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)})
+    if half:
+        problems.append(f"trainable parameters are {', '.join(half)}, not fp32: they would train without an fp32 "
+                        "master copy (call train_in_fp32 on the model)")
     if cfg.method in ("lora", "qlora"):
         if not any("lora_" in n for n in names):
             problems.append("no LoRA weights are trainable")
@@ -334,6 +445,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     torch.manual_seed(cfg.seed)  # LoRA A matrices are random: same seed, same start
     loader = _load_unsloth if backend == "unsloth" else _load_transformers
     model, tokenizer = loader(cfg, source, dtype)
+    moved = train_in_fp32(model)
+    if moved:
+        log.info("%s trainable values moved to fp32 (the weights they train against stay %s)", f"{moved:,}",
+                 str(dtype).removeprefix("torch."))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     names = assert_trainable(model, cfg)
@@ -347,6 +462,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         trainable_names=names,
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
+        max_seq_len_tokens=cfg.max_seq_len_tokens,
     )
     log.info(loaded.summary())
     return loaded
@@ -383,13 +499,72 @@ def torch_equal(param, snapshot) -> bool:
     return bool((param.detach().float().cpu() == snapshot).all())
 
 
+def input_device(model):
+    """The device token ids must be on for ``model``: that of the (trained copy of the) input embedding.
+
+    Not ``next(model.parameters()).device``: with trained embeddings Unsloth moves the frozen original
+    embedding off the GPU (``unsloth/models/_utils.py`` 5242-5248, called from ``llama.py`` 5081-5083),
+    and that original is the first parameter PEFT lists, so inputs would land on the CPU.
+    """
+    weight = getattr(model.get_input_embeddings(), "weight", None) if hasattr(model, "get_input_embeddings") else None
+    return weight.device if weight is not None else next(model.parameters()).device
+
+
+def _recorded_limits(model) -> list[tuple[Any, int]]:
+    # The module's own attribute, not one PEFT's wrappers forward from the model they wrap.
+    found = [(m, m.__dict__.get("max_seq_length")) for m in model.modules()]
+    return [(m, n) for m, n in found if isinstance(n, int) and not isinstance(n, bool)]
+
+
+def truncation_limit(model) -> int | None:
+    """The input length past which ``model``'s forward cuts its inputs, or None (transformers never does).
+
+    Unsloth records the ``max_seq_length`` it was loaded with on every module
+    (``unsloth/models/llama.py`` 4468-4475) and its patched forward cuts ``input_ids`` and the attention
+    mask to it (llama.py 1359-1371, "We shall truncate it ourselves"): a model loaded for 256-token
+    training blocks would score only the first 256 tokens of a 1,536-token window.
+    """
+    limits = [n for _, n in _recorded_limits(model)]
+    return min(limits) if limits else None
+
+
+@contextmanager
+def inputs_up_to(model, tokens: int):
+    """Within the block, ``model`` takes inputs of up to ``tokens`` tokens uncut; its own limit returns after.
+
+    For scoring the model a run trained (evaluation windows and few-shot contexts are longer than training
+    blocks). Unsloth's forward reads the limit at each call and builds rotary tables as long as the input
+    needs (llama.py 1578-1579), so the longer inputs are computed as plain transformers computes them.
+    A model without a limit is left as it is.
+
+    Example::
+
+        with inputs_up_to(loaded.model, 1536):
+            score = score_texts(loaded.model, loaded.tokenizer, texts, window_tokens=1536)
+    """
+    raised = [(m, n) for m, n in _recorded_limits(model) if n < tokens]
+    if raised:
+        log.info("inputs of up to %d tokens: lifting the model's max_seq_length of %d while scoring",
+                 tokens, min(n for _, n in raised))
+    for module, _ in raised:
+        module.max_seq_length = tokens
+    try:
+        yield model
+    finally:
+        for module, limit in raised:
+            module.max_seq_length = limit
+
+
 def load_for_eval(name: str, adapter: str | Path | None = None, dtype: str = "auto", cache_dir: str = ""):
     """``(model, tokenizer)`` ready to score: a base model (alias, folder or hub id), optionally with an adapter.
 
     The adapter is applied, not merged, so the model scored is exactly the
     trained one; a merged export is just another ``name``. On a GPU the model
     moves there. The tokenizer comes from the adapter folder when it holds one
-    (training saves it there), else from the base.
+    (training saves it there), else from the base. ``dtype="auto"`` keeps the
+    checkpoint's own dtype, as lm-eval's ``dtype=auto`` does
+    (``lm_eval/models/huggingface.py`` 814), so scores match the harness's on a
+    GPU too; ``bf16``, ``fp16`` or ``fp32`` forces one.
 
     Example::
 
@@ -400,7 +575,8 @@ def load_for_eval(name: str, adapter: str | Path | None = None, dtype: str = "au
 
     cfg = ModelConfig(name=name, method="full", dtype=dtype, cache_dir=cache_dir)
     source = resolve_source(cfg)
-    model = from_pretrained_or_explain(AutoModelForCausalLM, source, dtype=resolve_dtype(cfg.dtype))
+    dtype = "auto" if cfg.dtype == "auto" else torch_dtype(cfg.dtype)
+    model = from_pretrained_or_explain(AutoModelForCausalLM, source, dtype=dtype)
     tokenizer_source = source
     if adapter:
         adapter_path = Path(adapter).expanduser()

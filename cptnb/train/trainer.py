@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cptnb.config import TrainConfig
-from cptnb.errors import CptnbError, TrainingDivergedError
+from cptnb.errors import ConfigError, CptnbError, TrainingDivergedError
 from cptnb.guidance import check_precision, explain_out_of_memory, training_oom_advice
 from cptnb.models.loading import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
 from cptnb.train.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
@@ -75,6 +75,44 @@ def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
     for group in groups:
         group["weight_decay"] = cfg.weight_decay
     return [g for g in groups if g["params"]]
+
+
+def check_block_length(block_tokens: int, limit: int) -> None:
+    """Refuse training blocks longer than ``limit`` (``model.max_seq_len_tokens``), naming both settings.
+
+    ``model.max_seq_len_tokens`` is the longest input Unsloth's forward keeps: it cuts longer ones
+    silently (``unsloth/models/llama.py`` 1359-1371), so the rest of every block would never be trained on.
+    The same recipe must mean the same run on every backend, so a longer block is refused on all of them.
+    :func:`train` checks the blocks it is given; a recipe can be checked before its data is prepared::
+
+        check_block_length(recipe.data.block_tokens or recipe.model.max_seq_len_tokens, recipe.model.max_seq_len_tokens)
+    """
+    if limit and block_tokens > limit:
+        raise ConfigError(
+            [f"data.block_tokens: the training blocks are {block_tokens} tokens, longer than model.max_seq_len_tokens "
+             f"({limit}), which the model was loaded for (Unsloth cuts every longer input there). Set "
+             f"data.block_tokens to 0 (blocks of max_seq_len_tokens) or at most {limit}, or raise "
+             f"model.max_seq_len_tokens to {block_tokens} and load the model again."],
+            "recipe",
+        )
+
+
+def one_device_per_process(args) -> bool:
+    """Train on one GPU when one process, not started by a launcher, sees several; True if that was needed.
+
+    transformers counts every visible GPU in an unlaunched process (``training_args.py`` 1917) and would
+    wrap the model in ``nn.DataParallel``, which TRL refuses (``trl/trainer/sft_trainer.py`` 1111); the
+    Unsloth path keeps to one device too. transformers itself sets ``_n_gpu = 1`` the same way for a model
+    split across devices (``trainer.py`` 490). Several GPUs train through ``torchrun`` / ``accelerate launch``.
+    """
+    from cptnb.train.launch import world_size_from_env
+
+    if world_size_from_env() > 1 or args.n_gpu <= 1:
+        return False
+    log.warning("%d GPUs are visible to this one process: training on the first. To train on all of them, "
+                "start the run with `cptnb train --nproc %d` (torchrun), or accelerate launch.", args.n_gpu, args.n_gpu)
+    args._n_gpu = 1
+    return True
 
 
 def trl_fused_loss_available() -> bool:
@@ -249,6 +287,7 @@ def train(
         raise CptnbError("the training set is empty: no packed block; add data or lower max_seq_len_tokens")
     logger = logger or NullLogger()
     block = len(train_dataset[0]["input_ids"])
+    check_block_length(block, loaded.max_seq_len_tokens)
     precision = resolve_precision(cfg.precision)
     check_precision(precision)
     evaluating = bool(eval_datasets) and cfg.eval_steps > 0
@@ -286,6 +325,7 @@ def train(
         disable_tqdm=False,
         **strategy,
     )
+    one_device_per_process(args)
     trainer_cls = _trainer_class()
     trainer_cls.cpt_config = cfg
     history: list[dict[str, Any]] = []
