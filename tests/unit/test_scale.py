@@ -333,6 +333,22 @@ def _loopback_ray():
     return ray
 
 
+def test_ray_executors_tasks_run_as_its_actors_run_them(bench_corpus, inprocess, tmp_path):
+    """Without a cluster: the executor is pickled as Ray ships it, and each rank runs as a Ray actor runs it."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install ray)")
+    from cptnb.data.scale.executors import build_executor
+    from cptnb.data.scale.merge import ScaledStream
+
+    cfg = _bench_cfg(bench_corpus, executor="ray", tasks=3, workers=2)
+    stream = ScaledStream(cfg, cfg.sources, "vi", _index(), tmp_path / "work", cfg.scale)
+    executor = build_executor(stream.pipeline(), cfg.scale, stream.tasks, stream.work_dir / "datatrove")
+    shipped = ray.cloudpickle.dumps(executor)  # what ray.put stores; every actor gets its own copy
+    for rank in range(stream.tasks):
+        ray.cloudpickle.loads(shipped)._run_for_rank(rank)
+    assert executor.get_incomplete_ranks(skip_completed=True) == []
+    assert _decisions(stream, list(stream.documents())) == inprocess
+
+
 @pytest.mark.slow
 def test_ray_executor_on_a_local_cluster_decides_like_in_process(bench_corpus, inprocess, tmp_path):
     ray = _loopback_ray()
