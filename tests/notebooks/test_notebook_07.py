@@ -33,6 +33,7 @@ def check_vocabulary(out: Path) -> None:
     assert (out / "extended" / "adapter" / "cptnb_vocab.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_vocabulary_notebook_smoke_run(tmp_path):
     executed = run_notebook("07_vocabulary", tmp_path, {"SMOKE": True}, timeout_s=600)
