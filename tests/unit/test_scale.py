@@ -321,9 +321,9 @@ def _loopback_ray():
     """A local Ray cluster on 127.0.0.1 (skips with the reason when it cannot start)."""
     # On Linux Ray swaps 127.0.0.1 for the machine's address; this keeps every Ray process on loopback.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    # Its agents start slowly on a busy 2-core machine: wait minutes for them, not seconds.
+    # Its agents start slowly on a busy 2-core machine: give them minutes rather than seconds.
     os.environ.setdefault("RAY_agent_register_timeout_ms", "300000")
-    os.environ.setdefault("RAY_raylet_start_wait_time_s", "300")
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "120")
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install ray)")
     try:
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
