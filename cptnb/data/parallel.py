@@ -194,6 +194,18 @@ def start_method() -> str:
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
+def document_stages(cfg, language: str) -> DocumentStages:
+    """The per-document stages a :class:`~cptnb.config.DataConfig` asks for, for a corpus in ``language``.
+
+    ``language`` "" switches language id off. Used by the in-process pipeline and the scaled path alike.
+    """
+    return DocumentStages(
+        min_chars=cfg.min_chars,
+        langid=cfg.langid.for_languages([language]) if cfg.langid.enabled and language else None,
+        filters=cfg.filters.resolved(language) if cfg.filters.enabled else None,
+    )
+
+
 class StagePool:
     """Runs :class:`DocumentStages` over chunks in ``workers`` processes (or in this one when 1), in order.
 

@@ -37,7 +37,7 @@ from cptnb.data.dedup import DedupStats
 from cptnb.data.documents import Document, DropCounter
 from cptnb.data.mix import MixStats, mix_replay
 from cptnb.data.pack import PackedCorpus, pack_documents
-from cptnb.data.parallel import DocumentStages, StagePool, chunked, merge_into, worker_count
+from cptnb.data.parallel import StagePool, chunked, document_stages, merge_into, worker_count
 from cptnb.data.report import (
     Tap,
     check_accounting,
@@ -127,15 +127,6 @@ class _HeldoutSink:
 
     def close(self) -> None:
         self._fh.close()
-
-
-def document_stages(cfg: DataConfig, language: str) -> DocumentStages:
-    """The per-document stages for a corpus in ``language`` ("" switches language id off)."""
-    return DocumentStages(
-        min_chars=cfg.min_chars,
-        langid=cfg.langid.for_languages([language]) if cfg.langid.enabled and language else None,
-        filters=cfg.filters.resolved(language) if cfg.filters.enabled else None,
-    )
 
 
 def _contamination_index(cfg: DataConfig):

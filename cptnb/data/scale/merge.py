@@ -46,7 +46,7 @@ class ScaledStream:
     """
 
     def __init__(self, cfg, sources: list, language: str, index, work_dir: Path, scale: ScaleConfig):
-        from cptnb.data.pipeline import document_stages
+        from cptnb.data.parallel import document_stages
 
         self.cfg, self.sources, self.language, self.index, self.scale = cfg, sources, language, index, scale
         self.work_dir = Path(work_dir).resolve()
