@@ -37,6 +37,7 @@ from cptnb.data.langid import LangIdConfig
 from cptnb.data.scale.config import ScaleConfig
 from cptnb.errors import ConfigError
 from cptnb.paths import data_samples_dir
+from cptnb.vocab.config import VocabConfig, extension_problems
 
 METHODS = ("lora", "qlora", "full")
 BACKENDS = ("auto", "unsloth", "transformers")
@@ -73,6 +74,9 @@ class ModelConfig(_Section):
     cache_dir: str = _f("", "Where built aliases are stored; empty means $CPTNB_CACHE or ~/.cache/cptnb.")
     seed: int = _f(1309, "Seed for LoRA initialisation and the tiny model's random weights.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
+    vocab: VocabConfig = field(
+        default_factory=VocabConfig, metadata={"help": "Vocabulary extension learned from the corpus."}
+    )
 
     def __post_init__(self) -> None:
         self.dtype = _canonical_dtype(self.dtype)  # old recipes say bfloat16 / float16 / float32
@@ -93,6 +97,7 @@ class ModelConfig(_Section):
         tm = self.target_modules
         if not (tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm))):
             p.append(f"target_modules must be 'all-linear' or a non-empty list of module names, got {tm!r}")
+        p += extension_problems(self)
         return p
 
 
@@ -420,3 +425,4 @@ def _sample_recipes_dir() -> Path:
 RECIPE_PATHS.update({Recipe: "recipe", **{cls: name for name, cls in _SECTIONS.items()}})
 for _name, _cls in _SECTIONS.items():  # the nested sections too: data.dedup, data.filters, ...
     RECIPE_PATHS.update({sub: f"{_name}.{field_name}" for field_name, sub in nested_sections(_cls).items()})
+RECIPE_PATHS[VocabConfig] = "model.vocab"

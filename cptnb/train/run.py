@@ -37,7 +37,9 @@ from cptnb.evaluate.heldout import evenly
 from cptnb.models.loading import cuda_available, load_model, load_tokenizer, resolve_source
 from cptnb.train.checkpoints import check_resumable, resolve_checkpoint
 from cptnb.train.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger, trim_metrics
-from cptnb.train.trainer import TrainResult, train
+from cptnb.train.trainer import TrainResult
+from cptnb.vocab.extend import extended_model_config
+from cptnb.vocab.stage import train_with_vocab
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +89,15 @@ def _warn_if_recipe_changed(saved: Path, recipe: Recipe) -> None:
         )
 
 
-def _main_process_setup(recipe: Recipe, out: Path, point: ResumePoint) -> _Corpus:
+def _main_process_setup(recipe: Recipe, out: Path, point: ResumePoint, model_cfg=None) -> _Corpus:
     """What only the main process does: record the recipe and prepare the data."""
     out.mkdir(parents=True, exist_ok=True)
     if point.checkpoint is not None:
         _warn_if_recipe_changed(out / "recipe.yaml", recipe)
     recipe.to_yaml(out / "recipe.yaml")
-    resolve_source(recipe.model)  # builds an alias model once, before the other processes load it
-    tokenizer = load_tokenizer(recipe.model)
+    model_cfg = model_cfg or recipe.model  # the extended base when model.vocab adds tokens (cptnb.vocab)
+    resolve_source(model_cfg)  # builds an alias model once, before the other processes load it
+    tokenizer = load_tokenizer(model_cfg)
     prepared = prepare(recipe.data, tokenizer, out / "data", block_tokens=recipe.model.max_seq_len_tokens)
     return _Corpus(prepared.packed.dataset, prepared.heldout_domain, prepared.heldout_general)
 
@@ -184,14 +187,15 @@ def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
     out = Path(recipe.train.output_dir)
     point = resume_point(out, recipe.train, resume)  # fails before data preparation
     with state.main_process_first():
-        corpus = _main_process_setup(recipe, out, point) if state.is_main_process else _load_prepared(out / "data")
-    loaded = load_model(recipe.model)
-    log.info(loaded.summary())
+        model_cfg = extended_model_config(recipe, out, build=state.is_main_process)  # recipe.model without new tokens
+        corpus = (_main_process_setup(recipe, out, point, model_cfg) if state.is_main_process
+                  else _load_prepared(out / "data"))
+    loaded = load_model(model_cfg)  # logs its one-line summary
     block = recipe.model.max_seq_len_tokens
     eval_sets = heldout_eval_sets(corpus, loaded.tokenizer, block) if recipe.train.eval_steps else {}
     logger = run_logger(out, point) if state.is_main_process else NullLogger()
     try:
-        return train(loaded, corpus.train, recipe.train, eval_datasets=eval_sets, logger=logger,
-                     resume=point.resume_from)
+        return train_with_vocab(loaded, corpus.train, recipe, eval_datasets=eval_sets, logger=logger,
+                                resume=point.resume_from)  # train(), after model.vocab's embeddings-only stage
     finally:
         logger.close()
