@@ -12,8 +12,8 @@ import pytest
 from cptnb.config import DataConfig
 from cptnb.data import clean, parallel
 from cptnb.data.documents import Document
-from cptnb.data.parallel import DocumentStages, StagePool, chunked, worker_count
-from cptnb.data.pipeline import CorpusStream, document_stages
+from cptnb.data.parallel import DocumentStages, StagePool, chunked, document_stages, worker_count
+from cptnb.data.pipeline import CorpusStream
 from cptnb.errors import ConfigError, CptnbError, DataError
 from cptnb.paths import data_samples_dir
 
