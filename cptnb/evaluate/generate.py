@@ -11,7 +11,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 40, rep
     """
     import torch
 
-    device = next(model.parameters()).device
+    from cptnb.models.loading import input_device
+
+    device = input_device(model)  # not the first parameter: Unsloth may offload the frozen original embedding
     was_training = model.training
     model.eval()
     outputs = []

@@ -265,16 +265,18 @@ def estimate_memory(model: ModelConfig | LoadedModel | ModelShape, recipe: Recip
     notes: list[str] = []
 
     main, embeddings = trainable_params(shape, cfg, method)
-    # Bytes per weight as the run holds them. DeepSpeed casts the whole model to the half dtype; PEFT upcasts
-    # LoRA adapters to fp32; QLoRA's prepare_model_for_kbit_training upcasts non-quantized weights to fp32.
+    # Bytes per weight as the run holds them. DeepSpeed casts the whole model to the half dtype (its fp32
+    # master copy is counted apart); otherwise every trainable tensor is fp32 whatever the weights' dtype
+    # (cptnb.models.loading.train_in_fp32); QLoRA's prepare_model_for_kbit_training upcasts the
+    # non-quantized frozen weights to fp32.
     w = 2 if (zero and half) else hw.weight_bytes
+    trainable_w = 2 if (zero and half) else 4
     if method == "full":
-        # FSDP with mixed precision upcasts trainable half-precision weights to fp32 (accelerate, like DeepSpeed).
-        groups = [(main, 4 if strategy == "fsdp" and half else w)]
+        groups = [(main, trainable_w)]
         frozen = 0.0
     else:
         other = 2 if zero and half else 4 if method == "qlora" else w
-        groups = [(main, 2 if zero and half else 4), (embeddings, other)]
+        groups = [(main, trainable_w), (embeddings, trainable_w)]
         if method == "qlora":
             rest = shape.total_params - shape.quantizable_params  # embeddings and norms stay unquantized
             frozen = shape.quantizable_params * NF4_BYTES_PER_PARAM + rest * other
@@ -307,7 +309,7 @@ def estimate_memory(model: ModelConfig | LoadedModel | ModelShape, recipe: Recip
     if "w" in parts:
         # Each layer is all-gathered in the compute dtype while it runs; the next one is prefetched.
         weights = weights / n_dev + 2 * shape.largest_layer_params * compute_bytes
-    elif half and w == 4 and method != "qlora":
+    elif half and not zero and method != "qlora" and (w == 4 or method == "full"):
         # Autocast runs each linear layer on a half-precision copy of its fp32 weight, kept for backward.
         weights += 2 * (shape.quantizable_params + shape.vocab_size * shape.hidden_size)
         notes.append("fp32 weights under bf16/fp16 autocast: half-precision copies of linear weights are counted")
