@@ -96,6 +96,7 @@ def test_hub_model_not_available_offline_says_how_to_get_it(monkeypatch, tmp_pat
     assert "smollm2-135m" in message
 
 
+@pytest.mark.slow  # loads in a fresh interpreter
 def test_hub_id_loads_from_the_local_hub_cache_offline(tiny, tmp_path):
     """The real hub code path: a model in the HF cache layout, loaded by its hub id with no network."""
     source = tiny(method="full").source

@@ -1,10 +1,13 @@
 import json
 
+import pytest
+
 from cptnb.cli import main
 from cptnb.config import Recipe
 from cptnb.paths import data_samples_dir
 
 
+@pytest.mark.slow  # prepare + train + checkpoints through the CLI: ~110 CPU-s
 def test_train_command_runs_a_recipe_end_to_end(tmp_path):
     recipe = Recipe.from_yaml(data_samples_dir() / "recipes" / "smollm2_vi_lora_cpu.yaml").replace(
         model={"name": "tiny-llama", "max_seq_len_tokens": 64},

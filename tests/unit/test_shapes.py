@@ -136,6 +136,7 @@ def _agreement(hub_id: str, batch: int = 1, seq: int = 64) -> None:
     assert sum(estimated.values()) == pytest.approx(sum(measured.values()), rel=0.10)
 
 
+@pytest.mark.slow
 def test_memory_estimate_of_smollm2_135m_matches_a_random_weight_model(no_hub):
     _agreement("HuggingFaceTB/SmolLM2-135M")
 
@@ -148,6 +149,7 @@ def test_memory_estimate_of_qwen25_05b_matches_a_random_weight_model(no_hub):
 # --- the rehearsal ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rehearsal_of_a_shipped_shape_shrinks_trains_checkpoints_and_resumes(no_hub, tmp_path):
     from cptnb.planner.rehearse import rehearse
 

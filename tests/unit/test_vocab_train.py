@@ -71,6 +71,7 @@ def test_embeddings_only_stage_moves_new_rows_only(tmp_path, extended_dir):
     assert (tmp_path / "run" / "embedding_stage" / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_a_recipe_extends_trains_and_exports_with_equal_logits(tmp_path):
     from cptnb.export import export_run
     from cptnb.models.loading import load_for_eval
