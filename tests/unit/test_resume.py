@@ -144,7 +144,8 @@ def test_a_resume_in_a_new_process_prepares_the_same_corpus_with_the_default_pip
     english = [json.loads(line) for line in (samples / "en" / "general.jsonl").read_text(encoding="utf-8").splitlines()]
     # Work for every stage: near and exact duplicates for dedup, English documents for language id to drop.
     extra = [{"id": f"near-{i}", "text": d["text"] + " Tin được cập nhật lúc chiều."} for i, d in enumerate(news[:3])]
-    extra += [{"id": "exact-0", "text": news[3]["text"]}] + [{"id": f"en-{i}", "text": d["text"]} for i, d in enumerate(english[:2])]
+    extra += [{"id": "exact-0", "text": news[3]["text"]}]
+    extra += [{"id": f"en-{i}", "text": d["text"]} for i, d in enumerate(english[:2])]
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "more.jsonl").write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in extra),
                                                     encoding="utf-8")
@@ -185,7 +186,8 @@ def test_a_resume_in_a_new_process_prepares_the_same_corpus_with_the_default_pip
         assert report[0][part] == report[1][part], part
     # Each stage had decisions to make, so a decision that differed between the processes would show.
     assert report[0]["heldout"]["domain_docs"] > 0
-    assert report[0]["dedup"]["domain"]["near_duplicates"] >= 1 and report[0]["dedup"]["domain"]["exact_duplicates"] >= 1
+    dedup = report[0]["dedup"]["domain"]
+    assert dedup["near_duplicates"] >= 1 and dedup["exact_duplicates"] >= 1
     assert report[0]["total"]["dropped"].get("wrong_language", 0) >= 1
     ref, res = _events(reference), _events(resumed)
     for key in ("train_loss", "heldout_domain_loss", "heldout_general_loss"):

@@ -37,7 +37,8 @@ def test_a_recipe_that_is_not_a_mapping_says_what_the_top_level_holds(tmp_path, 
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         Recipe.from_yaml(path)
-    assert str(path) in str(err.value) and "top level must be a mapping with data/model/train/eval sections" in str(err.value)
+    assert str(path) in str(err.value)
+    assert "top level must be a mapping with data/model/train/eval sections" in str(err.value)
 
 
 def test_a_bad_value_in_a_recipe_file_names_the_file_section_and_field(tmp_path):
@@ -131,7 +132,8 @@ def test_a_parquet_without_the_text_column_names_the_file_the_columns_and_the_se
     with pytest.raises(DataError) as err:
         _read(path)
     message = str(err.value)
-    assert str(path) in message and "no column 'text'" in message and "content" in message and "set text_field" in message
+    assert str(path) in message and "no column 'text'" in message
+    assert "content" in message and "set text_field" in message
     assert [d.text for d in _read(path, text_field="content")] == ["Hà Nội mùa thu"]
 
 
@@ -179,7 +181,8 @@ def test_prepare_with_a_missing_corpus_names_the_path_and_the_fix(tmp_path, caps
 
 def test_prepare_with_a_corrupt_corpus_line_names_file_and_line(tmp_path, capsys):
     corpus = tmp_path / "news.jsonl"
-    corpus.write_text('{"text": "Một bài báo dài đủ để giữ lại sau khi làm sạch."}\n{"text": "thiếu ngoặc"\n', encoding="utf-8")
+    corpus.write_text('{"text": "Một bài báo dài đủ để giữ lại sau khi làm sạch."}\n{"text": "thiếu ngoặc"\n',
+                      encoding="utf-8")
     err = _error_of(capsys, ["prepare", "--config", _tiny_recipe(tmp_path, sources=[str(corpus)]),
                              "--out", str(tmp_path / "out")])
     assert f"{corpus}:2" in err and "not valid JSON" in err and "fix or delete this line" in err
@@ -221,7 +224,9 @@ def papermill_calls(monkeypatch):
     def execute(source, executed, parameters=None, **kw):
         calls.append({"source": source, "executed": executed, "parameters": parameters, **kw})
         if calls[-1]["parameters"].get("FAIL"):
-            raise papermill.PapermillExecutionError(4, 4, "prepare(...)", "DataError", "corpus.jsonl:3: not valid JSON", [])
+            raise papermill.PapermillExecutionError(
+                4, 4, "prepare(...)", "DataError", "corpus.jsonl:3: not valid JSON", []
+            )
 
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     return calls
@@ -233,7 +238,8 @@ def test_notebook_parameters_are_read_as_python_values(tmp_path, papermill_calls
     (call,) = papermill_calls
     assert call["parameters"] == {"OUT_DIR": str(tmp_path.resolve()), "MAX_STEPS": 3, "SMOKE": True,
                                   "MODEL": "tiny-llama", "LR": 2e-4, "PROMPTS": ["Hà Nội là"]}
-    assert call["source"].endswith("notebooks/02_train.ipynb") and call["executed"] == str(tmp_path.resolve() / "02_train.ipynb")
+    assert call["source"].endswith("notebooks/02_train.ipynb")
+    assert call["executed"] == str(tmp_path.resolve() / "02_train.ipynb")
     assert f"executed notebook: {tmp_path.resolve() / '02_train.ipynb'}" in capsys.readouterr().out
 
 
@@ -253,7 +259,9 @@ def test_demo_runs_the_quickstart_and_reports_a_failing_cell(tmp_path, papermill
     import papermill
 
     def failing(source, executed, parameters=None, **kw):
-        raise papermill.PapermillExecutionError(7, 7, "train(...)", "OutOfMemoryError", "lower per_device_batch_size", [])
+        raise papermill.PapermillExecutionError(
+            7, 7, "train(...)", "OutOfMemoryError", "lower per_device_batch_size", []
+        )
 
     monkeypatch.setattr(papermill, "execute_notebook", failing)
     err = _error_of(capsys, ["demo", "--out", str(tmp_path / "quick")])
