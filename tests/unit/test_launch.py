@@ -44,7 +44,7 @@ def two_processes(tmp_path_factory):
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(two_processes, tmp_path):
     recipe, two = _recipe(), two_processes
-    recipe.train.per_device_batch_size *= 2
+    recipe = recipe.replace(train={"per_device_batch_size": recipe.train.per_device_batch_size * 2})
     one = launch(recipe, num_processes=1, output_dir=tmp_path / "one", echo=False, threads_per_process=1)
 
     steps = list(range(1, recipe.train.max_steps + 1))
