@@ -1,4 +1,4 @@
-"""Command line: `cptnb demo | notebook | prepare | train | import-fpt | info`.
+"""Command line: `cptnb demo | notebook | prepare | calibrate | train | import-fpt | info`.
 
 Errors a user can fix print as one message (no traceback) and exit with 2.
 """
@@ -43,6 +43,18 @@ def _cmd_notebook(args) -> None:
     params = {key: _value(value) for key, value in args.param}
     executed = run_notebook(args.name, args.out or f"runs/{args.name}", params)
     print(f"executed notebook: {executed}")
+
+
+def _cmd_calibrate(args) -> None:
+    from cptnb.data.languages.calibrate import calibrate
+
+    out = args.out or f"languages/{args.lang}.yaml"
+    result = calibrate(args.lang, args.source, out=out, segmenter=args.segmenter, low_quantile=args.low_quantile,
+                       high_quantile=args.high_quantile, slack=args.slack, stopword_count=args.stopwords,
+                       name=args.name, text_field=args.text_field)
+    print(result.markdown())
+    print(f"wrote {result.path} (report: {Path(out).with_suffix('.report.md')}); use it with "
+          f"--data.language {args.lang} --data.filters.profile {result.path}")
 
 
 def _cmd_prepare(args) -> None:
@@ -235,6 +247,25 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", help="output directory (default: <train.output_dir>/data)")
     add_recipe_options(prep, sections=("data", "model"), only={"model": PREPARE_MODEL_FIELDS}, aliases=PREPARE_ALIASES)
     prep.set_defaults(func=_cmd_prepare)
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure the filter statistics on a sample of a language and write its profile (thresholds from data)",
+        description="Example: cptnb calibrate --lang th --source my_thai_sample.jsonl --out languages/th.yaml; "
+        "then cptnb prepare --data.language th --data.filters.profile languages/th.yaml ...",
+    )
+    cal.add_argument("--lang", required=True, help="language code, e.g. th, id, sw")
+    cal.add_argument("--source", nargs="+", required=True, help="clean sample text of the language (files/folders)")
+    cal.add_argument("--out", default=None, help="profile YAML to write (default languages/LANG.yaml)")
+    cal.add_argument("--segmenter", default="auto", choices=("auto", "whitespace", "thai", "char_ngram"),
+                     help="how words are cut (auto: from the script of the sample)")
+    cal.add_argument("--low-quantile", type=float, default=0.02, help="quantile of the sample for min_* thresholds")
+    cal.add_argument("--high-quantile", type=float, default=0.98, help="quantile of the sample for max_* thresholds")
+    cal.add_argument("--slack", type=float, default=0.1, help="thresholds moved this share beyond the quantile")
+    cal.add_argument("--stopwords", type=int, default=30, help="stopwords: the sample's N most widespread words")
+    cal.add_argument("--name", default="", help="language name for the profile, e.g. Thai")
+    cal.add_argument("--text-field", default="text", help="field holding the text in structured sources")
+    cal.set_defaults(func=_cmd_calibrate)
 
     tr = sub.add_parser(
         "train",

@@ -19,9 +19,13 @@ may therefore come back shorter: lines without terminal punctuation, shorter tha
 ``c4_min_words_per_line`` words, or carrying "javascript" or cookie/policy
 boilerplate are gone, and so are citation markers such as ``[3]`` and ``[edit]``.
 
-Words are whitespace tokens. In Vietnamese each token is a syllable ("thành phố"
-is two), so the Vietnamese defaults expect more, shorter "words" than English and
-use a Vietnamese stopword list: see :meth:`FilterConfig.for_language`.
+Words come from the language's segmenter (:mod:`cptnb.data.languages.segment`):
+whitespace tokens where the language writes spaces (in Vietnamese each token is a
+syllable, "thành phố" is two), PyThaiNLP words for Thai, character bigrams for other
+scripts without spaces. The thresholds that differ by language, the stopwords and the
+sentence ends come from the language's profile (:mod:`cptnb.data.languages.profile`,
+``cptnb/data/languages/profiles/<code>.yaml``); a language without one is refused with
+what to run (``cptnb calibrate``), never judged by English numbers.
 
 Example::
 
@@ -46,52 +50,19 @@ from typing import Any
 
 from cptnb.configbase import Section, option
 from cptnb.data.documents import Document, DropCounter
+from cptnb.data.languages.profile import (
+    PROFILE_FILTER_FIELDS,
+    LanguageProfile,
+    builtin_languages,
+    find_profile,
+    missing_profile_message,
+)
+from cptnb.data.languages.segment import Segmenter
 
 log = logging.getLogger(__name__)
 
-# Single syllables, lowercase: Vietnamese whitespace tokens are syllables, so a
-# multi-syllable function word ("bởi vì", "chúng ta") is matched syllable by syllable.
-VIETNAMESE_STOPWORDS = frozenset(
-    """
-    và của là có được trong những các một cho không người này với đã để thì mà khi
-    cũng đến từ ra vào lại về như nhưng hay hoặc nếu vì nên do bởi tại theo sau
-    trước trên dưới đi làm sẽ đang vẫn còn rất nhiều đó đây ấy kia nào gì ai sao
-    thế vậy rồi chỉ mới nữa hơn nhất cả mọi mỗi từng bị ở lên xuống qua tới bằng
-    giữa ngoài cùng nhau họ tôi chúng ta mình anh chị em ông bà nó đều luôn thêm
-    chưa nhé ạ à ơi
-    """.split()
-)
-
-# Gopher's own list: a document must contain at least two of these eight words.
-ENGLISH_STOPWORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])
-
-STOPWORDS: dict[str, frozenset[str]] = {"vi": VIETNAMESE_STOPWORDS, "en": ENGLISH_STOPWORDS}
-
-# Thresholds that differ by language. A FilterConfig field left at None takes its
-# value from here, for the config's `language`.
-LANGUAGE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vi": {
-        # A Vietnamese word is ~1.4 syllables, so Gopher's 50..100,000 words become 70..140,000 syllables.
-        "gopher_min_words": 70,
-        "gopher_max_words": 140_000,
-        # Syllables have 1-7 letters ("ở" .. "nghiêng"); prose averages 3.1-3.5 and simple prose dips under 3,
-        # which Gopher's English lower bound of 3 would drop. The bounds keep Gopher's ratio to the typical mean.
-        "gopher_min_mean_word_length": 2.0,
-        "gopher_max_mean_word_length": 7.0,
-        # Distinct stopwords from a ~100-syllable list: every 70-syllable window of the sample corpus has 7 or more.
-        "gopher_min_stopwords": 5,
-    },
-    "en": {
-        "gopher_min_words": 50,
-        "gopher_max_words": 100_000,
-        "gopher_min_mean_word_length": 3.0,
-        "gopher_max_mean_word_length": 10.0,
-        "gopher_min_stopwords": 2,
-    },
-}
-# For languages without an entry above: Gopher's English numbers, no stopword rule.
-_GENERIC_DEFAULTS: dict[str, Any] = {**LANGUAGE_DEFAULTS["en"], "gopher_min_stopwords": 0}
-LANGUAGE_FIELDS = tuple(LANGUAGE_DEFAULTS["en"])
+# The FilterConfig fields whose defaults come from the language profile (vi/en values moved there unchanged).
+LANGUAGE_FIELDS = PROFILE_FILTER_FIELDS
 
 # C4 kept lines ending in . ! ? or a quote; closing curly quotes, » and … are the same idea.
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "\u201d", "\u2019", "\u00bb", "\u2026", "\u3002", "\uff01", "\uff1f")
@@ -117,7 +88,7 @@ C4_POLICY_PHRASES = (
     "uses cookies",
     "use of cookies",
     "use cookies",
-    # The same boilerplate on Vietnamese sites.
+    # The same boilerplate on Vietnamese sites (these apply to every language, as before; a profile adds its own).
     "chính sách bảo mật",
     "chính sách cookie",
     "điều khoản sử dụng",
@@ -128,7 +99,7 @@ _EDGE_PUNCT = "".join(
     sorted(set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\u201c\u201d\u2018\u2019\u00ab\u00bb\u2026\u2013\u2014\u00b7"))
 )
 _CITATION = re.compile(r"\[(?:\d+|edit|citation needed|cần dẫn nguồn|sửa)\]", re.IGNORECASE)
-_SENTENCE_SPLIT = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+(?=[\s\"'\u201d\u2019\u00bb)]|$)")
+_SENTENCE_SPLIT = re.compile(r"[.!?\u2026\u3002\uff01\uff1f]+(?=[\s\"'\u201d\u2019\u00bb)]|$)")  # the default profile's
 _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 _LETTER = re.compile(r"[^\W\d_]")  # any Unicode letter, Vietnamese ones included
 
@@ -142,8 +113,13 @@ class FilterConfig(Section):
     """
 
     enabled: bool = option(True, "Run the quality filters at all.")
-    language: str = option("vi", "Language code; fields left at None take this language's defaults (vi, en built in).")
-    stopwords: list = option([], "Stopwords for the stopword rule; empty means the built-in list for `language`.")
+    language: str = option(
+        "vi", "Language code; fields left at None take this language's profile (built in: vi, en, th, id)."
+    )
+    profile: str = option(
+        "", "Language profile YAML for `language` (written by `cptnb calibrate`); empty: the built-in profile."
+    )
+    stopwords: list = option([], "Stopwords for the stopword rule; empty means the profile's list for `language`.")
 
     gopher_quality: bool = option(True, "Apply the Gopher quality rules (gopher_min_words .. gopher_min_stopwords).")
     gopher_min_words: int | None = option(
@@ -218,8 +194,8 @@ class FilterConfig(Section):
     )
 
     fineweb: bool = option(True, "Apply the FineWeb-style line rules (on the text before C4 removes lines).")
-    fineweb_min_line_punct_ratio: float = option(
-        0.12, "Drop documents in which a smaller share of lines ends in terminal punctuation."
+    fineweb_min_line_punct_ratio: float | None = option(
+        None, "Drop documents in which a smaller share of lines ends in terminal punctuation; None: vi/en 0.12, th 0."
     )
     fineweb_max_dup_line_char_ratio: float = option(
         0.01, "Drop documents in which a larger share of characters is in lines repeating an earlier line."
@@ -228,8 +204,8 @@ class FilterConfig(Section):
     fineweb_max_short_line_ratio: float = option(0.67, "Drop documents in which a larger share of lines is short.")
 
     c4: bool = option(True, "Apply the C4 rules: drop boilerplate lines, then documents with too few sentences.")
-    c4_drop_lines_without_terminal_punct: bool = option(
-        True, "Remove lines that do not end in . ! ? … or a closing quote."
+    c4_drop_lines_without_terminal_punct: bool | None = option(
+        None, "Remove lines that do not end in . ! ? … or a closing quote; None: the profile's (th: no)."
     )
     c4_min_words_per_line: int = option(3, "Remove lines with fewer words than this (0 keeps all).")
     c4_drop_javascript_lines: bool = option(
@@ -245,14 +221,24 @@ class FilterConfig(Section):
     c4_drop_curly_bracket: bool = option(
         False, "Drop whole documents containing '{' (code); off because it also drops math and templates in prose."
     )
-    c4_min_sentences: int = option(5, "After line removal, drop documents with fewer sentences than this.")
+    c4_min_sentences: int | None = option(
+        None, "After line removal, drop documents with fewer sentences than this; None: the profile's (vi/en 5)."
+    )
 
     def __post_init__(self) -> None:
+        profile = None
+        if isinstance(self.language, str) and isinstance(self.profile, str):
+            profile = find_profile(self.language, self.profile)
         unset = [k for k in LANGUAGE_FIELDS if getattr(self, k) is None]
-        if unset:
-            defaults = _language_defaults(self.language) if isinstance(self.language, str) else _GENERIC_DEFAULTS
-            for name in unset:
-                setattr(self, name, defaults[name])
+        # Reported by problems() with every other problem: which command writes the missing profile.
+        self._missing_profile = profile is None and bool(unset)
+        # Without a profile (every language field given by hand, or an invalid language) words are whitespace tokens.
+        self._profile = profile or LanguageProfile(language=str(self.language))
+        self._segmenter = self._profile.word_segmenter  # asked for per line by C4: built once
+        self._policy_phrases = C4_POLICY_PHRASES + self._profile.boilerplate_phrases
+        defaults = self._profile.filters or find_profile("en").filters  # an invalid language: checked in problems()
+        for name in unset:
+            setattr(self, name, defaults[name])
         super().__post_init__()
 
     def problems(self) -> list[str]:
@@ -280,28 +266,45 @@ class FilterConfig(Section):
             p.append(f"language must be a language code such as 'vi' or 'en', got {self.language!r}")
         if not (isinstance(self.stopwords, list) and all(isinstance(w, str) and w.strip() for w in self.stopwords)):
             p.append(f"stopwords must be a list of words, got {self.stopwords!r}")
-        elif (
-            self.gopher_min_stopwords and self.gopher_quality and not self.stopwords and self.language not in STOPWORDS
-        ):
+        elif self._missing_profile and isinstance(self.language, str) and self.language.strip():
+            p.append(missing_profile_message(self.language))
+        elif self.gopher_min_stopwords and self.gopher_quality and not self.stopword_set:
             p.append(
-                f"gopher_min_stopwords is {self.gopher_min_stopwords} but there is no built-in stopword list for "
-                f"language {self.language!r} (built in: {', '.join(STOPWORDS)}); give stopwords or set it to 0"
+                f"gopher_min_stopwords is {self.gopher_min_stopwords} but the profile for language {self.language!r} "
+                f"has no stopwords (built-in profiles: {', '.join(builtin_languages())}); give stopwords or set it to 0"
             )
+        if not isinstance(self.profile, str):
+            p.append(f"profile must be the path of a language profile YAML (or empty), got {self.profile!r}")
         return p
 
     @property
+    def language_profile(self) -> LanguageProfile:
+        """The profile in use for ``language`` (segmenter, sentence ends, stopwords, language-id labels)."""
+        return self._profile
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """How this language's text is cut into words."""
+        return self._segmenter
+
+    @property
     def stopword_set(self) -> frozenset[str]:
-        """The stopwords in use: ``stopwords`` if given, else the built-in list for ``language``."""
+        """The stopwords in use: ``stopwords`` if given, else the profile's list for ``language``."""
         if self.stopwords:
             return frozenset(w.lower() for w in self.stopwords)
-        return STOPWORDS.get(self.language, frozenset())
+        return self._profile.stopwords
+
+    @property
+    def policy_phrases(self) -> tuple[str, ...]:
+        """C4's policy/cookie phrases (English and Vietnamese) plus the profile's own."""
+        return self._policy_phrases
 
     @classmethod
     def for_language(cls, language: str, **overrides: Any) -> FilterConfig:
-        """Defaults tuned for ``language`` ("vi", "en"), with ``overrides`` on top.
+        """Defaults from the profile of ``language`` ("vi", "en", "th", "id"), with ``overrides`` on top.
 
-        Other languages get Gopher's English thresholds without the stopword rule
-        (unless ``stopwords`` is given), and a warning in the log.
+        A language without a profile raises :class:`~cptnb.data.languages.ProfileMissingError`
+        naming ``cptnb calibrate`` and the profile to write (unless every language field is given).
 
         Example::
 
@@ -320,22 +323,13 @@ class FilterConfig(Section):
         """
         if not language or language == self.language:
             return self
-        ours = _language_defaults(self.language)
-        follow = {k: None for k in LANGUAGE_FIELDS if getattr(self, k) == ours[k]}
+        ours = self._profile.filters
+        follow = {k: None for k in LANGUAGE_FIELDS if getattr(self, k) == ours.get(k)}
         return dataclasses.replace(self, language=language, **follow)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _language_defaults(language: str) -> dict[str, Any]:
-    if language in LANGUAGE_DEFAULTS:
-        return LANGUAGE_DEFAULTS[language]
-    log.warning(
-        "no filter defaults for language %r: using Gopher's English thresholds without the stopword rule", language
-    )
-    return _GENERIC_DEFAULTS
 
 
 # ---------------------------------------------------------------------------
@@ -356,12 +350,14 @@ class _Text:
     a word, so this equals lowercasing each word (checked over every code point in the tests).
     """
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, segmenter: Segmenter | None = None):
         self.text = text
+        # Words are read from the text with its words spaced out; for whitespace languages that is the text itself.
+        self.spaced = segmenter.spaced(text) if segmenter is not None and segmenter.splits_text else text
 
     @cached_property
     def lower(self) -> str:
-        return self.text.lower()
+        return self.spaced.lower()
 
     @cached_property
     def tokens(self) -> list[str]:
@@ -371,7 +367,7 @@ class _Text:
     @cached_property
     def words(self) -> list[str]:
         """Tokens without edge punctuation ("12.000" and "e-mail" stay whole); "—" or "..." alone is no word."""
-        return list(filter(None, map(str.strip, self.text.split(), repeat(_EDGE_PUNCT))))
+        return list(filter(None, map(str.strip, self.spaced.split(), repeat(_EDGE_PUNCT))))
 
     @cached_property
     def ngram_words(self) -> list[str]:
@@ -381,7 +377,7 @@ class _Text:
     @cached_property
     def word_chars(self) -> int:
         """Characters in the words, as written; lowercasing keeps every length unless a character grows ("İ")."""
-        return self.ngram_chars if len(self.lower) == len(self.text) else sum(map(len, self.words))
+        return self.ngram_chars if len(self.lower) == len(self.spaced) else sum(map(len, self.words))
 
     @cached_property
     def ngram_chars(self) -> int:
@@ -471,20 +467,21 @@ def _has_letter_or_digit(piece: str) -> bool:
     return any(ch.isalnum() for ch in piece)
 
 
-def count_sentences(text: str) -> int:
+def count_sentences(text: str, pattern: re.Pattern[str] = _SENTENCE_SPLIT) -> int:
     """Approximate sentence count: pieces between . ! ? … that contain a letter or digit.
 
     Abbreviations ("TP. HCM", "Dr. Lan") can add one; that is the C4 rule's precision too.
+    ``pattern`` is the profile's sentence end (Thai: also the space between two runs of text).
     """
-    return sum(map(_has_letter_or_digit, _SENTENCE_SPLIT.split(text)))
+    return sum(map(_has_letter_or_digit, pattern.split(text)))
 
 
-def _has_sentences(text: str, at_least: int) -> bool:
-    """``count_sentences(text) >= at_least``, stopping as soon as it is."""
+def _has_sentences(text: str, at_least: int, pattern: re.Pattern[str] = _SENTENCE_SPLIT) -> bool:
+    """``count_sentences(text, pattern) >= at_least``, stopping as soon as it is."""
     if at_least <= 0:
         return True
     found = 0
-    for piece in _SENTENCE_SPLIT.split(text):
+    for piece in pattern.split(text):
         if _has_letter_or_digit(piece):
             found += 1
             if found >= at_least:
@@ -629,14 +626,14 @@ def _keep_line(line: str, cfg: FilterConfig, boilerplate_possible: bool = True) 
     """
     if cfg.c4_drop_lines_without_terminal_punct and not line.endswith(TERMINAL_PUNCTUATION):
         return False
-    if not _has_words(line, cfg.c4_min_words_per_line):
+    if not _has_words(cfg.segmenter.spaced(line) if cfg.segmenter.splits_text else line, cfg.c4_min_words_per_line):
         return False
     if not boilerplate_possible:
         return True
     lower = line.lower()
     if cfg.c4_drop_javascript_lines and "javascript" in lower:
         return False
-    return not (cfg.c4_drop_policy_lines and any(phrase in lower for phrase in C4_POLICY_PHRASES))
+    return not (cfg.c4_drop_policy_lines and any(phrase in lower for phrase in cfg.policy_phrases))
 
 
 def c4_filter(text: str, cfg: FilterConfig) -> tuple[str, str | None]:
@@ -662,7 +659,7 @@ def c4_filter(text: str, cfg: FilterConfig) -> tuple[str, str | None]:
     # A line's lowercase is a piece of the text's lowercase, so a phrase absent from the whole is
     # absent from every line.
     boilerplate = (cfg.c4_drop_javascript_lines and "javascript" in lower) or (
-        cfg.c4_drop_policy_lines and any(phrase in lower for phrase in C4_POLICY_PHRASES)
+        cfg.c4_drop_policy_lines and any(phrase in lower for phrase in cfg.policy_phrases)
     )
     kept: list[str] = []
     for raw in body.split("\n"):
@@ -673,7 +670,7 @@ def c4_filter(text: str, cfg: FilterConfig) -> tuple[str, str | None]:
         elif _keep_line(line, cfg, boilerplate):
             kept.append(line)
     new_text = "\n".join(kept).strip()
-    if not _has_sentences(new_text, cfg.c4_min_sentences):
+    if not _has_sentences(new_text, cfg.c4_min_sentences, cfg.language_profile.sentence_pattern):
         return new_text, "c4_too_few_sentences"
     return new_text, None
 
@@ -683,7 +680,7 @@ def quality_reason(text: str, cfg: FilterConfig) -> tuple[str | None, str]:
 
     Useful in a notebook to ask about one document: ``quality_reason(doc.text, cfg)[0]``.
     """
-    stats = _Text(text)
+    stats = _Text(text, cfg.segmenter)
     for group, reason, rule in DOCUMENT_RULES:
         if getattr(cfg, group) and rule(stats, cfg):
             return reason, text

@@ -431,14 +431,18 @@ def test_resolved_keeps_hand_set_values_and_follows_the_language():
     assert mine.resolved("vi") is mine
 
 
-def test_unknown_language_falls_back_without_stopword_rule():
-    fr = FilterConfig.for_language("fr")
-    assert (fr.gopher_min_words, fr.gopher_min_stopwords) == (50, 0)
-    assert FilterConfig.for_language("fr", stopwords=["le", "la", "de"], gopher_min_stopwords=2).stopword_set == {
-        "le",
-        "la",
-        "de",
-    }
+def test_language_without_profile_is_refused_with_the_command_to_write_one():
+    with pytest.raises(ConfigError) as err:
+        FilterConfig.for_language("fr")
+    text = str(err.value)
+    assert "no language profile for 'fr'" in text and "cptnb calibrate --lang fr" in text
+    assert "languages/fr.yaml" in text and "data.filters.profile" in text
+    # Every language field given by hand needs no profile: whitespace words, the stopwords given.
+    given = {"gopher_min_words": 50, "gopher_max_words": 100_000, "gopher_min_mean_word_length": 3.0,
+             "gopher_max_mean_word_length": 10.0, "gopher_min_stopwords": 2, "fineweb_min_line_punct_ratio": 0.1,
+             "c4_drop_lines_without_terminal_punct": True, "c4_min_sentences": 3}
+    fr = FilterConfig.for_language("fr", stopwords=["le", "la", "de"], **given)
+    assert fr.stopword_set == {"le", "la", "de"} and fr.segmenter.name == "whitespace"
 
 
 def test_validation_reports_every_problem_at_once():
@@ -461,7 +465,7 @@ def test_validation_reports_every_problem_at_once():
         "gopher_max_dup_line_ratio must be a ratio",
         "gopher_min_mean_word_length (9.0) must be <= gopher_max_mean_word_length (8.0)",
         "c4 must be true or false",
-        "no built-in stopword list for language 'xx'",
+        "no language profile for 'xx'",
     ):
         assert needle in text
 
