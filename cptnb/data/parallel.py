@@ -199,10 +199,17 @@ def document_stages(cfg, language: str) -> DocumentStages:
 
     ``language`` "" switches language id off. Used by the in-process pipeline and the scaled path alike.
     """
+    from cptnb.data.languages.profile import find_profile
+
+    filters = cfg.filters.resolved(language) if cfg.filters.enabled else None
+    # The language-id labels that count as this language come from its profile (Indonesian: id, and ms for
+    # the passages the model calls Malay); without a profile, the code itself.
+    profile = filters.language_profile if filters is not None else find_profile(language, cfg.filters.profile)
+    labels = profile.labels if profile is not None and profile.language == language else [language]
     return DocumentStages(
         min_chars=cfg.min_chars,
-        langid=cfg.langid.for_languages([language]) if cfg.langid.enabled and language else None,
-        filters=cfg.filters.resolved(language) if cfg.filters.enabled else None,
+        langid=cfg.langid.for_languages(labels) if cfg.langid.enabled and language else None,
+        filters=filters,
     )
 
 

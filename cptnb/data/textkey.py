@@ -1,7 +1,9 @@
 """How documents are normalized and hashed for dedup and decontamination.
 
 Words are compared after NFC, lowercasing and turning punctuation and symbols into
-spaces; a word is a 64-bit xxh3 hash, and a run of words a position-weighted mix
+spaces, with scripts written without spaces segmented first (Thai by PyThaiNLP, others by
+character bigrams: :func:`cptnb.data.languages.segment.script_spaced`; text without such
+scripts is unchanged); a word is a 64-bit xxh3 hash, and a run of words a position-weighted mix
 of its word hashes that depends only on the words and their order.
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Iterable
 
 import numpy as np
 import xxhash
+
+from cptnb.data.languages.segment import script_spaced
 
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
@@ -52,7 +56,7 @@ def _astral(match: re.Match[str]) -> str:
 
 def normalized_words(text: str) -> list[bytes]:
     """The words of ``text`` after NFC, lowercasing, and punctuation/symbols turned into spaces (UTF-8)."""
-    text = _separator_pattern().sub(" ", unicodedata.normalize("NFC", text).lower())
+    text = _separator_pattern().sub(" ", script_spaced(unicodedata.normalize("NFC", text)).lower())
     if _ASTRAL.search(text):  # rare: emoji, historic scripts
         text = _ASTRAL.sub(_astral, text)
     return text.encode("utf-8").split()
