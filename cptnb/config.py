@@ -34,6 +34,7 @@ from cptnb.data.decontam import DecontamConfig
 from cptnb.data.dedup import DedupConfig
 from cptnb.data.filters import FilterConfig
 from cptnb.data.langid import LangIdConfig
+from cptnb.data.pack import PACKING_MODES
 from cptnb.data.scale.config import ScaleConfig
 from cptnb.errors import ConfigError
 from cptnb.paths import data_samples_dir
@@ -67,6 +68,12 @@ class ModelConfig(_Section):
     lora_alpha: int = _f(32, "LoRA alpha: updates are scaled by alpha / r (alpha / sqrt(r) with rsLoRA).")
     lora_dropout: float = _f(0.0, "Dropout on the LoRA input, 0 to 1.")
     use_rslora: bool = _f(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)), helpful for large ranks.")
+    use_dora: bool = _f(
+        False, "DoRA (PEFT use_dora): each adapted weight's magnitude trains too, beside the LoRA direction update."
+    )
+    loraplus_lr_ratio: float = _f(
+        0.0, "LoRA+: the B matrices learn this many times faster than learning_rate (e.g. 16); 0 means plain LoRA."
+    )
     target_modules: Any = _f(
         "all-linear", "LoRA targets: 'all-linear' or a list of module names such as [q_proj, v_proj]."
     )
@@ -94,6 +101,14 @@ class ModelConfig(_Section):
         _positive(p, "lora_alpha", self.lora_alpha)
         if not (isinstance(self.lora_dropout, (int, float)) and 0 <= self.lora_dropout < 1):
             p.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if not isinstance(self.use_dora, bool):
+            p.append(f"use_dora must be true or false, got {self.use_dora!r}")
+        ratio = self.loraplus_lr_ratio
+        if not (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and (ratio == 0 or ratio >= 1)):
+            p.append(f"loraplus_lr_ratio must be 0 (off) or >= 1 (B's learning rate / A's), got {ratio!r}")
+        if self.method == "full" and (self.use_dora is True or ratio):
+            p.append("use_dora and loraplus_lr_ratio change LoRA adapters: set method to lora or qlora, "
+                     "or turn them off")
         tm = self.target_modules
         if not (tm == "all-linear" or (isinstance(tm, list) and tm and all(isinstance(x, str) for x in tm))):
             p.append(f"target_modules must be 'all-linear' or a non-empty list of module names, got {tm!r}")
@@ -202,6 +217,11 @@ class DataConfig(_Section):
     )
     min_chars: int = _f(20, "Documents shorter than this many characters after cleaning are dropped (and counted).")
     block_tokens: int = _f(0, "Packed block length in tokens; 0 means model.max_seq_len_tokens.")
+    packing: str = _f(
+        "concat",
+        "concat: documents joined by EOS, each token attends to the whole block before it; document: the same "
+        "blocks, each document attends only to itself (position ids restart at every document).",
+    )
     num_proc: Any = _f(
         "auto",
         "Worker processes for clean, language id and filters: an integer (1 = none) "
@@ -239,6 +259,7 @@ class DataConfig(_Section):
             p.append(f"heldout_share must be in [0, 0.5), got {self.heldout_share!r}")
         _positive(p, "min_chars", self.min_chars, allow_zero=True)
         _positive(p, "block_tokens", self.block_tokens, allow_zero=True)
+        _choice(p, "packing", self.packing, PACKING_MODES)
         if self.num_proc != "auto" and not (
             isinstance(self.num_proc, int) and not isinstance(self.num_proc, bool) and self.num_proc >= 1
         ):

@@ -250,7 +250,8 @@ def _finish(cfg: DataConfig, tokenizer, out: Path, block_tokens: int, index, dom
     stats = MixStats(cfg.replay_share)
     mixed = mix_replay(domain, replay, cfg.replay_share, tokenizer, drops=general_chain.drops, stats=stats)
     # mix_replay already counted the words and bytes of every document it yields.
-    packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train", count_text=False)
+    packed = pack_documents(mixed, tokenizer, cfg.block_tokens or block_tokens, out_dir=out / "train", count_text=False,
+                            packing=cfg.packing)
     packed.words, packed.bytes = stats.domain_words + stats.replay_words, stats.domain_bytes + stats.replay_bytes
     split_counts = {"domain_docs": len(held_domain.texts), "general_docs": len(held_general.texts)}
     # Held-out files given explicitly join the split-off documents (cleaned the same way, never trained on).

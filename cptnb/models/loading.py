@@ -77,6 +77,7 @@ class LoadedModel:
     trainable_params: int = 0
     total_params: int = 0
     max_seq_len_tokens: int = 0  # longest training block the model was loaded for (Unsloth cuts longer inputs)
+    loraplus_lr_ratio: float = 0.0  # LoRA+: B matrices train at this multiple of the learning rate; 0 is off
 
     def summary(self) -> str:
         share = 100 * self.trainable_params / max(self.total_params, 1)
@@ -241,6 +242,7 @@ def _load_transformers(cfg: ModelConfig, source: str, dtype):
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         use_rslora=cfg.use_rslora,
+        use_dora=cfg.use_dora,
         target_modules=_target_modules(cfg, model),
         modules_to_save=list(EMBEDDING_MODULES) if cfg.train_embeddings else None,
         # Tied input/output embeddings must stay tied after PEFT copies them.
@@ -297,6 +299,9 @@ def _load_unsloth(cfg: ModelConfig, source: str, dtype):
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         use_rslora=cfg.use_rslora,
+        # Passed on to PEFT's LoraConfig; Unsloth's fused LoRA kernels skip DoRA layers (llama.py 5355-5413),
+        # which then run PEFT's own DoRA forward.
+        use_dora=cfg.use_dora,
         target_modules=targets,
         bias="none",
         use_gradient_checkpointing="unsloth",
@@ -391,6 +396,7 @@ def assert_trainable(model, cfg: ModelConfig) -> list[str]:
         if not any("lora_" in n for n in names):
             problems.append("no LoRA weights are trainable")
         frozen_base = [n for n in names if "lora_" not in n and not any(m in n for m in EMBEDDING_MODULES)]
+        problems += _dora_problems(model, names, cfg.use_dora)
         if frozen_base:
             problems.append(f"base weights unexpectedly trainable: {frozen_base[:3]}")
         if cfg.train_embeddings:
@@ -406,6 +412,18 @@ def assert_trainable(model, cfg: ModelConfig) -> list[str]:
     if problems:
         raise CptnbError("trainable-parameter check failed: " + "; ".join(problems))
     return names
+
+
+def _dora_problems(model, names: list[str], use_dora: bool) -> list[str]:
+    """DoRA adds one trainable ``lora_magnitude_vector`` per adapted layer; plain LoRA adds none."""
+    adapted = {n.split(".lora_A.")[0] for n in names if ".lora_A." in n}
+    magnitudes = {n.split(".lora_magnitude_vector")[0] for n in names if ".lora_magnitude_vector" in n}
+    if use_dora and adapted - magnitudes:
+        return [f"use_dora=True but {len(adapted - magnitudes)} of {len(adapted)} adapted layers have no trainable "
+                f"DoRA magnitude, e.g. {sorted(adapted - magnitudes)[:2]}"]
+    if not use_dora and magnitudes:
+        return [f"use_dora=False but {len(magnitudes)} layers train a DoRA magnitude, e.g. {sorted(magnitudes)[:2]}"]
+    return []
 
 
 def _module_trains(model, module: str, names: list[str]) -> bool:
@@ -463,6 +481,7 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         total_params=sum(p.numel() for p in params),
         max_seq_len_tokens=cfg.max_seq_len_tokens,
+        loraplus_lr_ratio=float(cfg.loraplus_lr_ratio),
     )
     log.info(loaded.summary())
     return loaded

@@ -102,14 +102,17 @@ def _main_process_setup(recipe: Recipe, out: Path, point: ResumePoint, model_cfg
     return _Corpus(prepared.packed.dataset, prepared.heldout_domain, prepared.heldout_general)
 
 
-def heldout_eval_sets(corpus, tokenizer, block_tokens: int, max_docs: int = 0) -> dict[str, Any]:
+def heldout_eval_sets(
+    corpus, tokenizer, block_tokens: int, max_docs: int = 0, packing: str = "concat"
+) -> dict[str, Any]:
     """The held-out documents packed like training text, for the periodic held-out loss of :func:`train`.
 
     ``corpus`` is what ``prepare`` returned (anything with ``heldout_domain`` and
     ``heldout_general`` lists of texts). Packing them into blocks of
     ``block_tokens`` makes the held-out loss comparable with the train loss.
     ``max_docs`` > 0 keeps that many documents per set, spread evenly over it
-    (CPU time grows with it); sets without a full block are left out.
+    (CPU time grows with it); sets without a full block are left out. ``packing``
+    is the recipe's ``data.packing``, so held-out loss is measured as training sees text.
     Returns ``{"domain": Dataset, "general": Dataset}``.
 
     Example::
@@ -118,7 +121,8 @@ def heldout_eval_sets(corpus, tokenizer, block_tokens: int, max_docs: int = 0) -
     """
     eval_sets = {}
     for name, texts in (("domain", corpus.heldout_domain), ("general", corpus.heldout_general)):
-        packed = pack_documents([Document(t, name) for t in evenly(texts, max_docs)], tokenizer, block_tokens)
+        docs = [Document(t, name) for t in evenly(texts, max_docs)]
+        packed = pack_documents(docs, tokenizer, block_tokens, packing=packing)
         if len(packed.dataset):
             eval_sets[name] = packed.dataset
     return eval_sets
@@ -192,7 +196,8 @@ def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
                   else _load_prepared(out / "data"))
     loaded = load_model(model_cfg)  # logs its one-line summary
     block = recipe.model.max_seq_len_tokens
-    eval_sets = heldout_eval_sets(corpus, loaded.tokenizer, block) if recipe.train.eval_steps else {}
+    eval_sets = (heldout_eval_sets(corpus, loaded.tokenizer, block, packing=recipe.data.packing)
+                 if recipe.train.eval_steps else {})
     logger = run_logger(out, point) if state.is_main_process else NullLogger()
     try:
         return train_with_vocab(loaded, corpus.train, recipe, eval_datasets=eval_sets, logger=logger,

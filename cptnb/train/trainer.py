@@ -27,6 +27,7 @@ from cptnb.config import TrainConfig
 from cptnb.errors import ConfigError, CptnbError, TrainingDivergedError
 from cptnb.guidance import check_precision, explain_out_of_memory, training_oom_advice
 from cptnb.models.loading import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
+from cptnb.train import document_packing
 from cptnb.train.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
 from cptnb.train.monitor import MetricLogger, NullLogger
 from cptnb.train.schedules import lr_multiplier, warmup_steps_for
@@ -75,6 +76,33 @@ def param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
     for group in groups:
         group["weight_decay"] = cfg.weight_decay
     return [g for g in groups if g["params"]]
+
+
+def loraplus_optimizer(model, cfg: TrainConfig, ratio: float, optimizer_cls, optimizer_kwargs: dict[str, Any]):
+    """LoRA+ (PEFT's ``create_loraplus_optimizer``): B matrices at ``ratio`` x learning_rate, A matrices at it.
+
+    PEFT also puts every 1-D trainable tensor (DoRA's magnitudes) with the B matrices. Fully trained
+    embed_tokens / lm_head copies would land in its A group at learning_rate; they are kept out of PEFT's
+    grouping and get the kit's embedding learning rate, as in :func:`param_groups`.
+    """
+    from peft.optimizers import create_loraplus_optimizer
+
+    embeddings = [p for n, p in model.named_parameters() if p.requires_grad and _is_embedding(n)]
+    for param in embeddings:  # hidden from PEFT's grouping only while it is built
+        param.requires_grad_(False)
+    try:
+        optimizer = create_loraplus_optimizer(
+            model, optimizer_cls, lr=cfg.learning_rate, loraplus_lr_ratio=ratio,
+            loraplus_weight_decay=cfg.weight_decay, **optimizer_kwargs,
+        )
+    finally:
+        for param in embeddings:
+            param.requires_grad_(True)
+    if embeddings:
+        optimizer.add_param_group(
+            {"params": embeddings, "lr": cfg.effective_embedding_learning_rate, "weight_decay": cfg.weight_decay}
+        )
+    return optimizer
 
 
 def check_block_length(block_tokens: int, limit: int) -> None:
@@ -137,6 +165,7 @@ def _trainer_class():
         """SFTTrainer with an embedding learning rate and the kit's LR schedule."""
 
         cpt_config: TrainConfig
+        cpt_loraplus_lr_ratio: float = 0.0
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if fused_loss_available:
@@ -148,10 +177,14 @@ def _trainer_class():
         def create_optimizer(self, model=None):
             if self.optimizer is not None:
                 return self.optimizer
-            groups = param_groups(self.model, self.cpt_config)
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
             optimizer_kwargs.pop("lr", None)
-            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if self.cpt_loraplus_lr_ratio:
+                self.optimizer = loraplus_optimizer(
+                    self.model, self.cpt_config, self.cpt_loraplus_lr_ratio, optimizer_cls, optimizer_kwargs
+                )
+            else:
+                self.optimizer = optimizer_cls(param_groups(self.model, self.cpt_config), **optimizer_kwargs)
             return self.optimizer
 
         def _load_optimizer_and_scheduler(self, checkpoint):
@@ -292,6 +325,11 @@ def train(
     check_precision(precision)
     evaluating = bool(eval_datasets) and cfg.eval_steps > 0
     strategy = strategy_arguments(cfg, loaded.method, world_size_from_env())
+    # data.packing: document blocks carry seq_lengths; see cptnb.train.document_packing.
+    flat_batches, data_collator = document_packing.trainer_arguments(loaded, train_dataset)
+    if document_packing.is_document_packed(train_dataset):
+        log.info("document packing: each document attends only to itself (%s)",
+                 "one flattened row per micro-batch, varlen attention" if flat_batches else "position ids per row")
     args = SFTConfig(
         output_dir=cfg.output_dir,
         max_steps=cfg.max_steps,
@@ -318,8 +356,9 @@ def train(
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to="none",
-        max_length=block,  # blocks are already packed: nothing to truncate
+        max_length=None if flat_batches else block,  # blocks are already packed: nothing to truncate
         packing=False,
+        padding_free=flat_batches,
         dataset_num_proc=None,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -328,6 +367,7 @@ def train(
     one_device_per_process(args)
     trainer_cls = _trainer_class()
     trainer_cls.cpt_config = cfg
+    trainer_cls.cpt_loraplus_lr_ratio = loaded.loraplus_lr_ratio if loaded.method != "full" else 0.0
     history: list[dict[str, Any]] = []
     world = max(1, args.world_size)
     # The global batch: every process trains on its own blocks in the same optimizer step.
@@ -340,6 +380,7 @@ def train(
         eval_dataset=eval_datasets if evaluating else None,
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
+        data_collator=data_collator,
     )
     if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and cfg.zero_stage == 3):
         # Sharded parameters (FSDP DTensors, ZeRO-3 partitions) cannot be compared with a plain snapshot.
