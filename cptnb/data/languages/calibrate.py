@@ -12,8 +12,9 @@ words                               ``gopher_min_words`` = low quantile x (1 - s
 mean word length                    ``gopher_min/max_mean_word_length`` = low / high quantile -/+ slack
 distinct stopwords                  ``gopher_min_stopwords`` = low quantile x (1 - slack), stopwords being
                                     the sample's ``stopword_count`` words found in the most documents
-share of lines ending in . ! ? ...  ``fineweb_min_line_punct_ratio`` = low quantile x (1 - slack), 0 under
-                                    0.05; C4's line-punctuation removal off when most lines lack it
+share of lines ending in . ! ? ...  ``fineweb_min_line_punct_ratio`` = low quantile x (1 - slack), at most
+                                    FineWeb's 0.12 (a clean sample never makes it stricter than FineWeb), 0
+                                    under 0.05; C4's line-punctuation removal off when most lines lack it
 sentences left after C4's lines     ``c4_min_sentences`` = low quantile x (1 - slack), at most C4's 5
 words per character                 ``gopher_max_words`` = Gopher's 100,000 English words scaled by it
 language-id labels                  ``langid_labels``: every label given to >= 10% of the sample
@@ -59,6 +60,7 @@ from cptnb.errors import DataError
 
 ENGLISH_CHARS_PER_WORD = 5.7  # an English word and its space: what Gopher's 100,000-word ceiling was set for
 GOPHER_MAX_WORDS = 100_000
+FINEWEB_LINE_PUNCT = 0.12  # FineWeb's own value: the calibrated one may be lower (Thai: 0), never higher
 MIN_SAMPLE_DOCS = 20
 
 
@@ -165,7 +167,7 @@ def calibrate(
     statistics = {"words": _stats(words, lo, hi), "mean_word_length": _stats(mean_len, lo, hi),
                   "distinct_stopwords": _stats(stops, lo, hi), "line_punct_ratio": _stats(punct, lo, hi),
                   "sentences_after_c4_lines": _stats(sentences, lo, hi)}
-    line_punct = statistics["line_punct_ratio"]["low"] * (1 - slack)
+    line_punct = min(FINEWEB_LINE_PUNCT, statistics["line_punct_ratio"]["low"] * (1 - slack))
     thresholds = {
         "gopher_min_words": int(statistics["words"]["low"] * (1 - slack)),
         "gopher_max_words": int(round(GOPHER_MAX_WORDS * ENGLISH_CHARS_PER_WORD * words_per_char, -3)),

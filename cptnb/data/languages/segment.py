@@ -157,6 +157,11 @@ def script_spaced(text: str) -> str:
     return _bigram_runs(text, _UNSEGMENTED_RUN) if _UNSEGMENTED_RUN.search(text) else text
 
 
+def count_words(text: str) -> int:
+    """Words in ``text`` as dedup and decontamination see them (space-less scripts segmented): for fertility."""
+    return len(script_spaced(text).split())
+
+
 def script_segmentation(texts: list[str]) -> str:
     """What :func:`script_spaced` does to ``texts``, in words for a report."""
     if not any(_ANY_SPACELESS.search(t) for t in texts):
