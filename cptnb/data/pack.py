@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cptnb.data.documents import Document
+from cptnb.data.languages.segment import count_words
 from cptnb.data.mix import encoded
 
 PACKING_MODES = ("concat", "document")
@@ -117,7 +118,7 @@ class _Packer:
         for doc, ids in encoded(docs, self.tokenizer, self.batch_docs):
             stats["num_docs"] += 1
             if self.count_text:
-                stats["words"] += len(doc.text.split())
+                stats["words"] += count_words(doc.text)  # Thai and other space-less scripts segmented
                 stats["bytes"] += len(doc.text.encode("utf-8"))
             self.buffer.extend(ids)
             self.buffer.append(eos)
