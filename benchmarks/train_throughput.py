@@ -61,18 +61,13 @@ LEARNING_RATE = {"full": 5e-5, "lora": 2e-4, "qlora": 2e-4}
 # ------------------------------------------------------------------ the model shape
 
 
-def llama32_1b_config(vocab_size: int = 128256):
-    """Llama-3.2-1B's architecture (its published config.json), as a transformers ``LlamaConfig``."""
-    from transformers import LlamaConfig
+def llama32_1b_config():
+    """Llama-3.2-1B's architecture, from the shape cptnb ships (cptnb/planner/shapes/llama-3.2-1b.json)."""
+    from cptnb.planner.known_shapes import known_shape
 
-    return LlamaConfig(
-        hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=64, vocab_size=vocab_size, max_position_embeddings=131072,
-        rms_norm_eps=1e-5, tie_word_embeddings=True, hidden_act="silu", attention_bias=False, mlp_bias=False,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "high_freq_factor": 4.0,
-                         "low_freq_factor": 1.0, "original_max_position_embeddings": 8192},
-        bos_token_id=128000, eos_token_id=128001, pad_token_id=128004,
-    )
+    cfg = known_shape("meta-llama/Llama-3.2-1B").to_config()
+    cfg.pad_token_id = 128004  # <|finetune_right_pad_id|>, the pad Llama 3 reserves (the shape names no pad)
+    return cfg
 
 
 def tiny_config():

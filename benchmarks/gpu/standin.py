@@ -14,16 +14,10 @@ installed, nothing changes.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 ALIAS = "smollm2-135m"
-SMOLLM2_135M_SHAPE = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                          num_key_value_heads=3, head_dim=64, vocab_size=49152, max_position_embeddings=8192,
-                          rms_norm_eps=1e-5, tie_word_embeddings=True,
-                          rope_parameters={"rope_type": "default", "rope_theta": 100000.0})
+HUB_ID = "HuggingFaceTB/SmolLM2-135M"  # its architecture ships with cptnb: cptnb/planner/shapes/smollm2-135m.json
 
 
 def real_model_available() -> bool:
@@ -32,32 +26,16 @@ def real_model_available() -> bool:
 
 def build_standin(cache: Path, seed: int = 1309) -> Path:
     """Build (once) the SmolLM2-135M-shaped random model into ``cache``; returns its folder."""
-    target = cache / f"smollm2-135m-standin-s{seed}"
-    if (target / "config.json").is_file():
-        return target
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    from cptnb.models.zoo import ALIASES
+    from cptnb.models.zoo import ALIASES, build_random_model
+    from cptnb.planner.known_shapes import known_shape
 
+    shape = known_shape(HUB_ID)
     tokenizer = AutoTokenizer.from_pretrained(ALIASES["tiny-llama"](cache, seed))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=cache))
-    try:
-        torch.manual_seed(seed)
-        config = LlamaConfig(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id, **SMOLLM2_135M_SHAPE)
-        LlamaForCausalLM(config).save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "cptnb_source.json").write_text('{"alias": "smollm2-135m", "standin": "random weights, GPU check"}\n')
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return build_random_model(shape.to_config(), tokenizer, cache / f"smollm2-135m-standin-s{seed}", seed,
+                              {"alias": ALIAS, "standin": "random weights, GPU check", "shape": shape.path.name},
+                              dtype="float32")  # as the real alias: a dense float32 rebuild
 
 
 def install_standin() -> bool:

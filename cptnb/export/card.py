@@ -17,6 +17,7 @@ from typing import Any
 from cptnb.data.sources import data_manifest
 from cptnb.errors import ExportError
 from cptnb.export.config import ExportConfig, ExportResult, RunFacts
+from cptnb.export.interpolation import card_lines as interpolation_card_lines
 from cptnb.tables import markdown_table
 from cptnb.vocab.adapter import card_lines as vocab_card_lines
 
@@ -302,7 +303,9 @@ def _how_to_load(result: ExportResult, facts: RunFacts) -> list[str]:
 
 def write_model_card(result: ExportResult, facts: RunFacts, cfg: ExportConfig, eval_files: list[Path]) -> Path:
     """Write ``result.out_dir/README.md``, a Hugging Face model card with the run's provenance; return its path."""
-    title = f"# {result.out_dir.resolve().name}: {facts.base_name} continued-pretrained ({facts.method})"
+    alpha = cfg.interpolation_alpha
+    how = facts.method if alpha == 1 else f"{facts.method}, interpolated toward the base at alpha {alpha:g}"
+    title = f"# {result.out_dir.resolve().name}: {facts.base_name} continued-pretrained ({how})"
     sections = [
         _front_matter(result, facts, cfg),
         title,
@@ -314,6 +317,7 @@ def write_model_card(result: ExportResult, facts: RunFacts, cfg: ExportConfig, e
         "",
         *_base_section(facts),
         *_method_section(facts),
+        *interpolation_card_lines(cfg.interpolation_alpha, facts.method, facts.adapter_config),
         *vocab_card_lines(facts.trained_dir, facts.run_dir),
         *_data_sections(facts),
         *_eval_section(eval_files),

@@ -35,6 +35,10 @@ class ExportConfig(Section):
     )
     license: str = option("", "License id for the card; empty writes a placeholder you must replace before publishing.")
     overwrite: bool = option(False, "Replace an earlier export in out_dir (only the files an export writes).")
+    interpolation_alpha: float = option(
+        1.0, "Export base + alpha x (trained - base) instead of the model as trained: 1 as trained, 0 the base, 0.5 "
+        "halfway (the LoRA scale and the trained embeddings, or every weight of a full run); see cptnb sweep."
+    )
 
     def __post_init__(self) -> None:
         self.dtype = canonical_dtype(self.dtype)
@@ -47,6 +51,9 @@ class ExportConfig(Section):
             p.append("set run_dir (a training run folder) or adapter_dir (a LoRA adapter folder, with base_model)")
         if not str(self.out_dir).strip():
             p.append("out_dir must be a folder path, e.g. exports/my-model")
+        alpha = self.interpolation_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            p.append(f"interpolation_alpha must be in [0, 1] (0 = the base model, 1 = as trained), got {alpha!r}")
         return p
 
 

@@ -229,18 +229,28 @@ def _merged_record(merged_dir: Path, tying: str) -> dict[str, Any]:
     }
 
 
-def _merged_and_reference(facts: RunFacts, dtype: str, encoded: list):
-    """(merged model in ``dtype``, float32 reference logits, adapter effect or None, embedding state)."""
+def _merged_and_reference(facts: RunFacts, dtype: str, encoded: list, alpha: float = 1.0):
+    """(merged model in ``dtype``, float32 reference logits, adapter effect or None, embedding state).
+
+    ``alpha`` < 1 exports ``base + alpha * (trained - base)`` (:mod:`cptnb.models.interpolate`); the reference
+    logits are those of the interpolated model before merging, so the reload check covers the interpolation's merge.
+    """
+    from cptnb.models.interpolate import interpolate_in_place
+
     if facts.method == "full":
         model = _load_full_precision(str(facts.trained_dir))
+        if alpha != 1:
+            interpolate_in_place(model, alpha, base=_load_full_precision(facts.base_source))
         reference = _logits(model, encoded)
         tying = settle_tied_embeddings(model)
         return model.to(torch_dtype(dtype)), reference, None, tying
     adapted = load_adapted(facts.base_source, facts.trained_dir)
+    if alpha != 1:
+        interpolate_in_place(adapted, alpha)
     reference = _logits(adapted, encoded)
     with adapted.disable_adapter():
         effect = max(float((r - b).abs().max()) for r, b in zip(reference, _logits(adapted, encoded), strict=True))
-    if effect == 0.0:
+    if effect == 0.0 and alpha != 0:
         log.warning("the adapter does not change the base model's logits: was it trained?")
     model, tying = merge_loaded(adapted, dtype)
     return model, reference, effect, tying
@@ -250,7 +260,7 @@ def write_merged(facts: RunFacts, cfg: ExportConfig, merged_dir: Path):
     """Save the merged model into ``merged_dir``; return (export.json record, reload check or None, embedding state)."""
     tokenizer = _tokenizer_for(facts)
     encoded = _encode(tokenizer, CHECK_TEXTS)
-    model, reference, effect, tying = _merged_and_reference(facts, cfg.dtype, encoded)
+    model, reference, effect, tying = _merged_and_reference(facts, cfg.dtype, encoded, cfg.interpolation_alpha)
     _save_merged(model, tokenizer, merged_dir, tying)
     del model  # the reload below should not hold two copies in memory
     check = reload_check(merged_dir, reference, encoded, cfg.dtype, effect) if cfg.check else None

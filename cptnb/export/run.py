@@ -34,6 +34,7 @@ from typing import Any
 from cptnb.errors import ExportError
 from cptnb.export.card import find_eval_files, write_model_card
 from cptnb.export.config import ExportConfig, ExportResult, ReloadCheck, RunFacts
+from cptnb.export.interpolation import write_interpolated_adapter
 from cptnb.export.locate import locate
 from cptnb.export.merge import write_merged
 
@@ -84,6 +85,8 @@ def export(cfg: ExportConfig) -> ExportResult:
     if adapter_out is not None:
         # A checkpoint also holds optimizer and RNG state, which are not part of the model.
         shutil.copytree(facts.trained_dir, adapter_out, ignore=shutil.ignore_patterns(*CHECKPOINT_ONLY_FILES))
+        if cfg.interpolation_alpha != 1:
+            write_interpolated_adapter(facts, cfg.interpolation_alpha, adapter_out)
     if facts.run_dir is not None and (facts.run_dir / "recipe.yaml").is_file():
         shutil.copy2(facts.run_dir / "recipe.yaml", out / "recipe.yaml")
     merged_dir, record, check, tying = None, {}, None, None
@@ -107,6 +110,7 @@ def _write_export_json(result: ExportResult, facts: RunFacts, cfg: ExportConfig,
         "cptnb_version": cptnb.__version__,
         "exported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "method": facts.method,
+        "interpolation_alpha": cfg.interpolation_alpha,  # 1: as trained; below 1: base + alpha * (trained - base)
         "dtype": cfg.dtype,
         "base_model": facts.base_name,
         "base_source": facts.base_source,

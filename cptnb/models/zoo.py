@@ -63,7 +63,12 @@ def resolve_alias(name: str, cache: str = "", seed: int = 1309) -> Path | None:
     return builder(cache_dir(cache), seed) if builder else None
 
 
-def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+def build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build`` into a temporary folder beside ``target`` and rename it into place, once.
+
+    An existing ``target/config.json`` means it was built before; a crash leaves
+    no half-built ``target``; two processes building at once both end with one.
+    """
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +83,35 @@ def _build_atomically(target: Path, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def build_random_model(config, tokenizer, target: Path, seed: int = 1309, source: dict | None = None,
+                       dtype: str | None = None, trust_remote_code: bool = False) -> Path:
+    """Save a model of ``config``'s architecture with random weights, and ``tokenizer``, to ``target`` (once).
+
+    For runs that need an architecture, not its weights: a rehearsal, a
+    throughput check, a test of a large shape. The config's special ids are set
+    to the tokenizer's (its BOS falls back to EOS, as in tiny-llama), so any
+    tokenizer can stand in for the model's own; ``source`` is written beside the
+    weights as ``cptnb_source.json`` to say where the shape came from. The
+    weights are saved in ``dtype`` ("float32", "bfloat16"...; default: the
+    dtype the config names, as the published model ships).
+    """
+
+    def build(out: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        config.update({"bos_token_id": bos, "eos_token_id": tokenizer.eos_token_id,
+                       "pad_token_id": tokenizer.pad_token_id, **({"dtype": dtype} if dtype else {})})
+        torch.manual_seed(seed)
+        AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code).save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "cptnb_source.json").write_text(json.dumps({"random_weights": True, "seed": seed, **(source or {})},
+                                                          indent=2) + "\n")
+
+    return build_atomically(Path(target), build)
 
 
 # --- smollm2-135m -------------------------------------------------------------
@@ -152,7 +186,7 @@ def build_smollm2(cache: Path, seed: int = 0) -> Path:
             json.dumps({"alias": "smollm2-135m", "gguf": str(gguf), "gguf_sha256": _file_digest(gguf)}, indent=2)
         )
 
-    return _build_atomically(cache / f"smollm2-135m-{key}", build)
+    return build_atomically(cache / f"smollm2-135m-{key}", build)
 
 
 # --- tiny-llama ------------------------------------------------------------------
@@ -211,4 +245,4 @@ def build_tiny_llama(cache: Path, seed: int = 1309) -> Path:
         )
         LlamaForCausalLM(config).save_pretrained(out)
 
-    return _build_atomically(cache / f"tiny-llama-{_corpus_digest()}-s{seed}", build)
+    return build_atomically(cache / f"tiny-llama-{_corpus_digest()}-s{seed}", build)

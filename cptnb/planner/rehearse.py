@@ -210,9 +210,7 @@ def rehearse(recipe: Recipe, steps: int = 4, memory_budget_bytes: float = REHEAR
     See the module docstring for what is shrunk and checked. ``output_dir``
     keeps the runs (default: a temporary folder, removed afterwards).
     """
-    import torch
-    from transformers import AutoModelForCausalLM
-
+    from cptnb.models.zoo import build_random_model
     from cptnb.planner.known_shapes import config_for
     from cptnb.train.run import run_recipe
 
@@ -230,14 +228,10 @@ def rehearse(recipe: Recipe, steps: int = 4, memory_budget_bytes: float = REHEAR
         model_dir, out = root / "model", root / "run"
         shaped = _shrunk_recipe(recipe, model_dir, out, steps, block_tokens, changes)
         changes[:0] = shrink_config(config, shaped, memory_budget_bytes, len(tokenizer))
-        for role in ("bos", "eos", "pad"):  # the special ids of the tokenizer that trains, inside the vocabulary
-            setattr(config, f"{role}_token_id", getattr(tokenizer, f"{role}_token_id"))
-        torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
-        params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
-        del model
+        shutil.rmtree(model_dir, ignore_errors=True)  # a reused output_dir: build this shape afresh
+        build_random_model(config, tokenizer, model_dir, cfg.seed, {"shape": origin, "rehearsal_of": cfg.name},
+                           trust_remote_code=cfg.trust_remote_code)
+        params = shape_from_config(config, cfg.name, cfg.trust_remote_code).total_params
         log.info("rehearsal of %s on %s parameters (random weights): %s", cfg.name, f"{params:,}",
                  "; ".join(changes))
         first = run_recipe(shaped)

@@ -156,3 +156,31 @@ def test_bitsandbytes_cpu_kernel_download_warning_is_dropped_and_others_are_kept
     assert "Some other bitsandbytes CPU warning: kept" in messages
     assert "bitsandbytes library load error: kept too" in messages
     assert logging.getLogger().filters == []  # nothing installed globally
+
+
+def test_random_model_of_a_shipped_shape_is_built_once_with_the_tokenizers_ids(tiny, tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from cptnb.models.zoo import build_random_model
+    from cptnb.planner.known_shapes import known_shape
+
+    config = known_shape("HuggingFaceTB/SmolLM2-135M").to_config()
+    config.num_hidden_layers = 1  # the shape's widths, one layer: seconds to build
+    tokenizer = tiny().tokenizer
+    target = tmp_path / "random-smollm2"
+    assert build_random_model(config, tokenizer, target, seed=7, source={"shape": "smollm2-135m.json"},
+                              dtype="float32") == target
+    model = AutoModelForCausalLM.from_pretrained(target)
+    assert next(model.parameters()).dtype == torch.float32
+    assert (model.config.hidden_size, model.config.vocab_size) == (576, 49152)
+    # tiny-llama's tokenizer has no BOS: it falls back to EOS, so every special id the config names exists
+    assert model.config.eos_token_id == model.config.bos_token_id == tokenizer.eos_token_id
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert json.loads((target / "cptnb_source.json").read_text()) == {"random_weights": True, "seed": 7,
+                                                                     "shape": "smollm2-135m.json"}
+    stamp = (target / "config.json").stat().st_mtime_ns
+    build_random_model(config, tokenizer, target, seed=8)  # already built: left as it is
+    assert (target / "config.json").stat().st_mtime_ns == stamp
+    assert not [p for p in tmp_path.iterdir() if p.name != "random-smollm2"]  # no temporary folder left
