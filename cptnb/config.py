@@ -266,7 +266,22 @@ class DataConfig(_Section):
             p.append(f"num_proc must be 'auto' or an integer >= 1 (1 = no worker processes), got {self.num_proc!r}")
         if not (isinstance(self.chunk_docs, int) and not isinstance(self.chunk_docs, bool) and self.chunk_docs >= 1):
             p.append(f"chunk_docs must be an integer >= 1, got {self.chunk_docs!r}")
+        p += self._profile_problems()
         return p
+
+    def _profile_problems(self) -> list[str]:
+        """A corpus language without a profile is refused here, before any model or file is loaded (issue 19)."""
+        from cptnb.data.languages.profile import find_profile, missing_profile_message
+
+        if not (isinstance(self.filters, FilterConfig) and self.filters.enabled):
+            return []
+        wanted = [("language", self.language)] + ([("replay_language", self.replay_language)]
+                                                   if self.replay_sources else [])
+        out = []
+        for name, language in wanted:
+            if isinstance(language, str) and language and find_profile(language, self.filters.profile) is None:
+                out.append(f"{name}: {missing_profile_message(language)}")
+        return out
 
 
 @dataclass
