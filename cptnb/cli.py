@@ -214,6 +214,27 @@ def _cmd_info(args) -> None:
     print(f"backend for model.backend=auto: {choose_backend(ModelConfig())}")
 
 
+def _cmd_sweep(args) -> None:
+    from cptnb.cli_options import overrides_from_args
+    from cptnb.config import Recipe
+    from cptnb.train.sweep import SweepConfig, run_sweep
+
+    overrides = overrides_from_args(args)  # recipe sections and the sweep's own fields, split by name
+    sweep = SweepConfig.from_dict({k: overrides.pop(k) for k in list(overrides) if k in SweepConfig.help()},
+                                  where="command line")
+    recipe = (Recipe.from_yaml(args.config) if args.config else Recipe()).replace(**overrides)
+    payload = run_sweep(recipe, sweep)
+    for line in payload["verdict"]:
+        print(line)
+    print(f"frontier: {Path(sweep.out_dir or Path(recipe.train.output_dir) / 'sweep') / 'frontier.png'}")
+
+
+def _sweep_config_class():
+    from cptnb.train.sweep import SweepConfig
+
+    return SweepConfig
+
+
 def _export_config_class():
     from cptnb.export import ExportConfig  # the module imports no heavy library at import time
 
@@ -340,6 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
     cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmp_.set_defaults(func=_cmd_compare)
+
+    sw = sub.add_parser(
+        "sweep",
+        help="the forgetting frontier: one run per replay share, the no-replay run interpolated toward the base",
+        description="Example: cptnb sweep --config data_samples/recipes/smollm2_vi_forgetting_cpu.yaml "
+        "--replay_shares 0 0.05 0.1 0.2 --alphas 0.25 0.5 0.75 --max_general_regression 0.01",
+    )
+    sw.add_argument("--config", help="recipe YAML every run trains with (default: the built-in defaults)")
+    add_config_options(sw, _sweep_config_class())
+    add_recipe_options(sw)
+    sw.set_defaults(func=_cmd_sweep)
 
     lme = sub.add_parser("export-lm-eval-tasks", help="write lm-evaluation-harness task YAMLs for the same task files")
     lme.add_argument("out", help="folder to write the YAMLs into")

@@ -102,11 +102,17 @@ def share_recipe(recipe: Recipe, share: float, out: Path) -> Recipe:
 
 
 def sweep_corpora(recipe: Recipe, shares: list[float], out: str | Path, tokenizer=None) -> dict[float, Any]:
-    """One prepared corpus per replay share (``out/data_replay<N>``); same domain documents and held-out files."""
+    """One prepared corpus per replay share, in its run folder (``out/replay<N>/data``, as ``cptnb train`` does).
+
+    The domain documents and held-out files are the same for every share; only the replay text added differs.
+    """
     tokenizer = tokenizer or load_tokenizer(recipe.model)
     block = recipe.data.block_tokens or recipe.model.max_seq_len_tokens
-    return {s: prepare(share_recipe(recipe, s, Path(out)).data, tokenizer, Path(out) / f"data_replay{round(100 * s)}",
-                       block_tokens=block) for s in shares}
+    corpora = {}
+    for share in shares:
+        run = share_recipe(recipe, share, Path(out))
+        corpora[share] = prepare(run.data, tokenizer, Path(run.train.output_dir) / "data", block_tokens=block)
+    return corpora
 
 
 def heldout_sets(corpora: dict[float, Any], cfg: SweepConfig) -> dict[str, list[str]]:
@@ -135,8 +141,13 @@ class SweepRun:
 
 def train_share(recipe: Recipe, share: float, corpus, heldout: dict[str, list[str]], out: str | Path,
                 logger: MetricLogger | None = None) -> SweepRun:
-    """Load a fresh base, train it on ``corpus`` with ``recipe.train`` (run folder under ``out``), measure it."""
+    """Load a fresh base, train it on ``corpus`` with ``recipe.train`` (run folder under ``out``), measure it.
+
+    The run folder ends like a ``cptnb train`` run (``recipe.yaml``, ``data/``, ``model/`` or ``adapter/``,
+    ``metrics.jsonl``), so ``cptnb export --run_dir`` exports it, at any ``interpolation_alpha``.
+    """
     run_recipe = share_recipe(recipe, share, Path(out))
+    run_recipe.to_yaml(Path(run_recipe.train.output_dir) / "recipe.yaml")  # what cptnb export reads for the card
     loaded = load_model(run_recipe.model)
     logger = logger or JsonlLogger(Path(run_recipe.train.output_dir) / "metrics.jsonl")
     started = time.monotonic()
