@@ -221,18 +221,31 @@ def _check_corpus(out: Path) -> None:
 
 
 def _check_forgetting(out: Path) -> None:
-    for name in ("results.json", "results.md", "forgetting.png"):
+    for name in ("frontier.json", "frontier.md", "frontier.png", "export/README.md", "export/merged/config.json"):
         assert (out / name).is_file(), name
-    runs = json.loads((out / "results.json").read_text(encoding="utf-8"))["runs"]
-    assert [(r["method"], r["replay_share_target"]) for r in runs] == [("lora", 0.0), ("lora", 0.2)]
-    for r in runs:
-        assert r["steps"] == 8 and r["before"] == runs[0]["before"]  # same base, same budget for every run
-        assert all(math.isfinite(v) and v > 0 for v in [*r["before"].values(), *r["after"].values()])
-        assert (out / f"{r['method']}_replay{round(100 * r['replay_share_target'])}" / "metrics.jsonl").is_file()
-    shares = {r["replay_share_target"]: r["replay_share_achieved"] for r in runs}
-    assert shares[0.0] == 0.0 and abs(shares[0.2] - 0.2) < 0.03
-    # Training on Vietnamese must make held-out Vietnamese cheaper to encode, in every run.
-    assert all(r["after"]["domain"] < r["before"]["domain"] for r in runs)
+    payload = json.loads((out / "frontier.json").read_text(encoding="utf-8"))
+    points = {p["name"]: p for p in payload["points"]}
+    # SMOKE: replay 0% and 20% trained, the no-replay run interpolated at alpha 0.5 (evaluation only).
+    assert list(points) == ["replay 0%", "replay 20%", "replay 0% · alpha 0.5"]
+    assert [p["alpha"] for p in points.values()] == [1.0, 1.0, 0.5]
+    for p in points.values():
+        assert p["general_ci"][0] <= p["general_change"] <= p["general_ci"][1], p
+        assert p["domain_ci"][0] <= p["domain_gain"] <= p["domain_ci"][1], p
+    assert all(p["domain_gain"] > 0 for p in points.values())  # training on Vietnamese: Vietnamese got cheaper
+    # Halfway back toward the base keeps part of the gain, not all of it: the interpolation moved the weights.
+    assert points["replay 0% · alpha 0.5"]["domain_gain"] < points["replay 0%"]["domain_gain"]
+    assert any(p["pareto"] for p in points.values()) and payload["max_general_regression"] == 0.01
+    for share, achieved in ((0, 0.0), (20, 0.2)):
+        run = out / f"replay{share}"
+        assert (run / "metrics.jsonl").is_file() and (run / "model" / "config.json").is_file()
+        report = json.loads((run / "data" / "report.json").read_text(encoding="utf-8"))
+        assert abs(report["tokens"]["replay_share_achieved"] - achieved) < 0.03
+    chosen = payload["recommendation"]["chosen"]
+    record = json.loads((out / "export" / "export.json").read_text(encoding="utf-8"))
+    assert chosen in points and record["interpolation_alpha"] == points[chosen]["alpha"] and record["check"]["passed"]
+    shown = _executed_text(out, "04_forgetting")
+    for line in payload["verdict"]:
+        assert line in shown
 
 
 def _check_export(out: Path) -> None:
