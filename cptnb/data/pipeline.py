@@ -35,6 +35,7 @@ from cptnb.data import decontam, dedup
 from cptnb.data.clean import clean_documents
 from cptnb.data.dedup import DedupStats
 from cptnb.data.documents import Document, DropCounter
+from cptnb.data.languages.profile import segmentation_report
 from cptnb.data.mix import MixStats, mix_replay
 from cptnb.data.pack import PackedCorpus, pack_documents
 from cptnb.data.parallel import StagePool, chunked, document_stages, merge_into, worker_count
@@ -292,6 +293,9 @@ def _finish(cfg: DataConfig, tokenizer, out: Path, block_tokens: int, index, dom
         "fertility": stats.fertility(),
         "dedup": {side: asdict(chain.dedup_stats) for side, chain in (("domain", domain_chain), ("general", general_chain))},
         "decontamination": {"files_hit": dict(index.hits) if index is not None else {}},
+        # How words were cut for the filters, dedup and decontamination (a fallback is named as such).
+        "segmentation": {"domain": segmentation_report(cfg.language, cfg.filters.profile),
+                         "general": segmentation_report(cfg.replay_language, cfg.filters.profile)},
         "source_files": source_files,
     }
     write_json(out / "report.json", report)

@@ -221,3 +221,12 @@ def test_planted_bad_documents_are_dropped_with_reasons_and_clean_ones_kept(lang
     assert reasons.get("exact_duplicate", 0) >= 2  # the exact copy and the repaired mojibake copy
     assert reasons.get("near_duplicate", 0) >= 1, reasons
     assert reasons.get("contaminated", 0) >= 1, reasons
+
+
+def test_report_says_how_words_were_cut():
+    from cptnb.data.languages.profile import segmentation_report
+
+    th = segmentation_report("th")
+    assert "PyThaiNLP" in th["filters"] and th["profile"].endswith("th.yaml")
+    assert "character bigrams (fallback" in th["dedup_and_decontamination"]
+    assert segmentation_report("vi")["filters"] == "whitespace tokens"

@@ -213,3 +213,13 @@ def get_profile(language: str, path: str | Path = "") -> LanguageProfile:
     if profile is None:
         raise ProfileMissingError(language)
     return profile
+
+
+def segmentation_report(language: str, path: str | Path = "") -> dict[str, str]:
+    """What ``report.json`` says about word segmentation for a corpus in ``language``."""
+    from cptnb.data.languages.segment import dedup_segmentation
+
+    profile = find_profile(language, path) if language else None
+    filters = profile.word_segmenter.describe() if profile is not None else "whitespace tokens (no profile)"
+    return {"language": language, "profile": profile.path if profile is not None else "",
+            "filters": filters, "dedup_and_decontamination": dedup_segmentation()}

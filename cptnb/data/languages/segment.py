@@ -172,3 +172,10 @@ def script_segmentation(texts: list[str]) -> str:
     if any(_UNSEGMENTED_RUN.search(t) for t in texts):
         parts.append("other space-less scripts: character bigrams (fallback)")
     return "; ".join(parts)
+
+
+def dedup_segmentation() -> str:
+    """How dedup and decontamination cut words here, for ``report.json`` (says so when a fallback is in use)."""
+    thai = Segmenter("thai").describe() if thai_available() else "character bigrams (fallback: PyThaiNLP not installed)"
+    return (f"Thai: {thai}; Lao, Khmer, Burmese, Chinese, Japanese: character bigrams (fallback: no word segmenter "
+            "here); other scripts: whitespace tokens")
