@@ -233,3 +233,12 @@ def test_report_says_how_words_were_cut():
     assert "PyThaiNLP" in th["filters"] and th["profile"].endswith("th.yaml")
     assert "character bigrams (fallback" in th["dedup_and_decontamination"]
     assert segmentation_report("vi")["filters"] == "whitespace tokens"
+
+
+@pytest.mark.parametrize("lang", ["th", "id"])
+def test_language_id_recognises_the_new_sample_languages(lang):
+    from cptnb.data.langid import identify
+
+    texts = _texts(lang) + [d["text"] for d in _jsonl(ROOT / "heldout" / f"{lang}_heldout.jsonl")]
+    labels = [identify(t) for t in texts]
+    assert all(code == lang and score >= 0.65 for code, score in labels), labels  # FineWeb's 0.65
