@@ -64,7 +64,7 @@ class SweepConfig(Section):
                           "no-replay run is evaluated; evaluation only, no training.")
     max_general_regression: float = option(
         0.01, "Largest acceptable rise of held-out general bits per byte, as a fraction (0.01 = 1%), declared before "
-        "the sweep; the recommendation is judged against it.")
+        "the sweep; the recommendation is judged against it (the recipe's train.max_general_bpb_rise wins when set).")
     heldout_domain_docs: int = option(4, "Held-out domain documents scored per model (spread evenly); 0 means all.")
     heldout_general_docs: int = option(20, "Held-out general documents scored per model; 0 means all.")
     n_boot: int = option(4000, "Bootstrap resamples of the held-out documents for each 95% interval.")
@@ -212,8 +212,18 @@ def run_sweep(recipe: Recipe, cfg: SweepConfig | None = None,
         # Written after every run (the no-replay run comes first), so a long sweep shows its frontier as it grows.
         extra = {"recipe": recipe.to_dict(), "sweep": cfg.to_dict(), "seconds": seconds,
                  "total_seconds": time.monotonic() - started, "complete": share == shares[-1]}
-        payload = write_frontier(out, points, cfg.max_general_regression, title=sweep_title(recipe), extra=extra)
+        payload = write_frontier(out, points, declared_threshold(recipe, cfg), title=sweep_title(recipe), extra=extra)
     return payload
+
+
+def declared_threshold(recipe: Recipe, cfg: SweepConfig) -> float:
+    """The general-regression threshold the frontier is judged against.
+
+    The recipe's own retention threshold (``train.max_general_bpb_rise``, the
+    same quantity watched during training) when it sets one, else the sweep's
+    ``max_general_regression``.
+    """
+    return getattr(recipe.train, "max_general_bpb_rise", 0.0) or cfg.max_general_regression
 
 
 def sweep_title(recipe: Recipe) -> str:
