@@ -287,3 +287,40 @@ def write_forgetting(out_dir: str | Path, results: list[RunResult], title: str =
     (out / "results.md").write_text("\n".join(md), encoding="utf-8")
     forgetting_figure(results, title=title).savefig(out / "forgetting.png")
     return payload
+
+
+def packing_attention_figure(seq_lengths: list[int], title: str = ""):
+    """Which token may attend to which inside one packed block, ``concat`` beside ``document`` packing.
+
+    ``seq_lengths`` are the block's document pieces (the ``seq_lengths`` column of a block packed with
+    ``packing="document"``). A coloured cell (row = the token predicting the next one, column = a token
+    it reads) is allowed; colours tell the documents apart. In ``concat`` mode every later document reads
+    the earlier ones; in ``document`` mode the pattern is one triangle per document. The document pattern is
+    the one transformers derives from the position ids (:func:`cptnb.train.document_packing.piece_index`).
+    """
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    from cptnb.train.document_packing import piece_index
+
+    piece = piece_index(seq_lengths).numpy()
+    size = len(piece)
+    causal = np.tril(np.ones((size, size), dtype=bool))
+    # Colour = the document of the token being read (+1; 0 is "not allowed").
+    reads = np.broadcast_to(piece[None, :] + 1, (size, size))
+    concat = np.where(causal, reads, 0)
+    document = np.where(causal & (piece[:, None] == piece[None, :]), reads, 0)
+    colors = ["white"] + [f"C{i % 10}" for i in range(len(seq_lengths))]
+    cmap = ListedColormap(colors)
+    fig = Figure(figsize=(9.0, 4.4), dpi=100)
+    axes = fig.subplots(1, 2)
+    for ax, grid, name in ((axes[0], concat, "concat"), (axes[1], document, "document")):
+        allowed = int((grid > 0).sum())
+        ax.imshow(grid, cmap=cmap, vmin=0, vmax=len(colors) - 1, interpolation="nearest")
+        ax.set_title(f"packing: {name} ({allowed:,} token pairs attend)", fontsize=10)
+        ax.set_xlabel("token read (position in the block)")
+        ax.set_ylabel("token predicting the next one")
+    fig.suptitle(title or f"One block of {size} tokens holding {len(seq_lengths)} document pieces", fontsize=11)
+    fig.tight_layout()
+    return fig
