@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from cptnb.data.documents import Document, DropCounter
+from cptnb.data.languages.segment import count_words
 
 
 @dataclass
@@ -93,7 +94,7 @@ def mix_replay(
     replay_stream = tokenized(replay, tokenizer)
     for doc in tokenized(domain, tokenizer):
         stats.domain_tokens += len(doc.tokens)
-        stats.domain_words += len(doc.text.split())
+        stats.domain_words += count_words(doc.text)  # Thai etc. segmented
         stats.domain_bytes += len(doc.text.encode("utf-8"))
         yield doc
         # replay / (domain + replay) < share  <=>  replay * (1 - share) < share * domain
@@ -103,7 +104,7 @@ def mix_replay(
                 stats.replay_exhausted = True
                 break
             stats.replay_tokens += len(extra.tokens)
-            stats.replay_words += len(extra.text.split())
+            stats.replay_words += count_words(extra.text)
             stats.replay_bytes += len(extra.text.encode("utf-8"))
             stats.replay_docs += 1
             yield extra
