@@ -17,6 +17,7 @@ from typing import Any
 from cptnb.data.sources import data_manifest
 from cptnb.errors import ExportError
 from cptnb.export.config import ExportConfig, ExportResult, RunFacts
+from cptnb.export.gguf import card_lines as gguf_card_lines
 from cptnb.export.interpolation import card_lines as interpolation_card_lines
 from cptnb.tables import markdown_table
 from cptnb.vocab.adapter import card_lines as vocab_card_lines
@@ -322,6 +323,7 @@ def write_model_card(result: ExportResult, facts: RunFacts, cfg: ExportConfig, e
         *_data_sections(facts),
         *_eval_section(eval_files),
         *_check_section(result),
+        *gguf_card_lines(result.gguf, result.out_dir),
         *_limitations(),
         *_how_to_load(result, facts),
     ]

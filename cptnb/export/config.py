@@ -40,6 +40,15 @@ class ExportConfig(Section):
         "halfway (the LoRA scale and the trained embeddings, or every weight of a full run); see cptnb sweep."
     )
 
+    format: str = option(
+        "safetensors", "safetensors: adapter/ and merged/; gguf: also gguf/, GGUF files of merged/ for llama.cpp, "
+        "Ollama and LM Studio (types from gguf_types) with an Ollama Modelfile, each reloaded and checked."
+    )
+    gguf_types: list = option(
+        ["f16", "q8_0"], "GGUF encodings written with format gguf: f32, f16, bf16, q8_0 (8 bits per value, about "
+        "half the size of f16)."
+    )
+
     def __post_init__(self) -> None:
         self.dtype = canonical_dtype(self.dtype)
         super().__post_init__()
@@ -51,6 +60,12 @@ class ExportConfig(Section):
             p.append("set run_dir (a training run folder) or adapter_dir (a LoRA adapter folder, with base_model)")
         if not str(self.out_dir).strip():
             p.append("out_dir must be a folder path, e.g. exports/my-model")
+        choice(p, "format", self.format, ("safetensors", "gguf"))
+        bad_types = [t for t in self.gguf_types if t not in ("f32", "f16", "bf16", "q8_0")]
+        if bad_types or (self.format == "gguf" and not self.gguf_types):
+            p.append(f"gguf_types must be one or more of f32, f16, bf16, q8_0, got {list(self.gguf_types)!r}")
+        if self.format == "gguf" and not self.merge:
+            p.append("format gguf converts merged/: set merge=True (or format=safetensors to keep the adapter only)")
         alpha = self.interpolation_alpha
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
             p.append(f"interpolation_alpha must be in [0, 1] (0 = the base model, 1 = as trained), got {alpha!r}")
@@ -103,6 +118,7 @@ class ExportResult:
     check: ReloadCheck | None
     tied_embeddings: str | None  # tied | untied | separate, for the merged model
     dtype: str = "bf16"  # of the merged weights on disk
+    gguf: list = field(default_factory=list)  # cptnb.export.gguf.GgufFile for each GGUF written (format gguf)
 
     def files(self) -> list[tuple[str, int]]:
         """Every file the export wrote: (path relative to ``out_dir``, bytes), sorted by path."""

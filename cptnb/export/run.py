@@ -34,6 +34,8 @@ from typing import Any
 from cptnb.errors import ExportError
 from cptnb.export.card import find_eval_files, write_model_card
 from cptnb.export.config import ExportConfig, ExportResult, ReloadCheck, RunFacts
+from cptnb.export.gguf import fail_message as gguf_failure
+from cptnb.export.gguf import write_for_export as write_gguf
 from cptnb.export.interpolation import write_interpolated_adapter
 from cptnb.export.locate import locate
 from cptnb.export.merge import write_merged
@@ -41,7 +43,7 @@ from cptnb.export.merge import write_merged
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ONLY_FILES = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
-OUTPUTS = ("adapter", "merged", "README.md", "recipe.yaml", "export.json")
+OUTPUTS = ("adapter", "merged", "gguf", "README.md", "recipe.yaml", "export.json")
 
 
 def _prepare_out_dir(out: Path, facts: RunFacts, overwrite: bool) -> None:
@@ -93,13 +95,18 @@ def export(cfg: ExportConfig) -> ExportResult:
     if cfg.merge or adapter_out is None:  # a full run's only model is the merged one
         merged_dir = out / "merged"
         record, check, tying = write_merged(facts, cfg, merged_dir)
-    result = ExportResult(out, out / "README.md", out / "export.json", adapter_out, merged_dir, check, tying, cfg.dtype)
+    gguf_files = write_gguf(facts, cfg, merged_dir, out / "gguf") if cfg.format == "gguf" and merged_dir else []
+    result = ExportResult(
+        out, out / "README.md", out / "export.json", adapter_out, merged_dir, check, tying, cfg.dtype, gguf_files
+    )
     _write_export_json(result, facts, cfg, record)
     write_model_card(result, facts, cfg, eval_files)
     if check is not None:
         log.info("reload check: max |logit diff| %.3g (tolerance %.3g)", check.max_abs_diff, check.tolerance)
         if not check.passed:
             _fail_check(check, result)
+    if gguf_failure(result.gguf, result.export_json):
+        raise ExportError(gguf_failure(result.gguf, result.export_json))
     return result
 
 
@@ -120,6 +127,7 @@ def _write_export_json(result: ExportResult, facts: RunFacts, cfg: ExportConfig,
         "merged": merged or None,
         "merged_into_full_precision_base": facts.method == "qlora" and bool(merged),
         "check": {**asdict(result.check), "passed": result.check.passed} if result.check else None,
+        "gguf": [f.record() for f in result.gguf],
     }
     result.export_json.write_text(json.dumps(payload, indent=2, ensure_ascii=False), encoding="utf-8")
 
