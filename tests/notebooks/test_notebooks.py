@@ -264,6 +264,10 @@ def _check_export(out: Path) -> None:
     news = NOTEBOOK_DIR.parent / "data_samples" / "vi" / "news.jsonl"  # each data file listed with its bytes' hash
     assert f"`{hashlib.sha256(news.read_bytes()).hexdigest()}`" in card
     assert (out / "smoke_run" / "before_after.md").is_file()  # the evaluation the notebook measured for the card
+    gguf = record["gguf"]  # section 8: f16 and q8_0 GGUFs of merged/, each read back and checked
+    assert [g["type"] for g in gguf] == ["f16", "q8_0"] and all(g["passed"] for g in gguf)
+    assert all(g["tokenizer"]["mismatched"] == 0 and g["tokenizer"]["documents"] > 0 for g in gguf)
+    assert all(g["sha256"] in card for g in gguf) and (export / "gguf" / "Modelfile").is_file()
 
 
 def _executed_text(out: Path, name: str) -> str:
