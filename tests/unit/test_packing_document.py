@@ -174,10 +174,12 @@ def test_train_on_document_blocks_uses_the_document_collator(tiny, docs, tmp_pat
         return collator
 
     monkeypatch.setattr(document_packing, "document_collator", spy)
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=2, per_device_batch_size=2, learning_rate=1e-3)
-    result = train(lora, packed.dataset, cfg)
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=2, per_device_batch_size=2, learning_rate=1e-3, eval_steps=2)
+    heldout = packed.dataset.select(range(2))  # held-out blocks packed the same way go through the same collator
+    result = train(lora, packed.dataset, cfg, eval_datasets={"domain": heldout})
     assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_train_loss))
     assert seen and max(seen) > 2  # batches of 2 rows with more than one document each
+    assert any("heldout_domain_loss" in e for e in result.history)
 
 
 def test_packing_field_is_checked():
