@@ -26,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -110,8 +111,12 @@ def _conversion():
     return conversion
 
 
-def supported_architectures() -> list[str]:
-    """Causal-LM architectures the converter writes and transformers reads back (so the export can be checked)."""
+@functools.lru_cache(maxsize=1)
+def supported_architectures() -> tuple[str, ...]:
+    """Causal-LM architectures the converter writes and transformers reads back (so the export can be checked).
+
+    Imports every converter module once (a few seconds), hence cached.
+    """
     import gguf
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
@@ -126,7 +131,7 @@ def supported_architectures() -> list[str]:
             continue
         if gguf.MODEL_ARCH_NAMES.get(cls.model_arch) in GGUF_SUPPORTED_ARCHITECTURES:
             names.append(name)
-    return names
+    return tuple(names)
 
 
 def _tokenizer_spec(folder: Path) -> dict[str, Any]:
