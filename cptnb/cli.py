@@ -152,9 +152,13 @@ def _cmd_evaluate(args) -> None:
 
 
 def _cmd_compare(args) -> None:
+    from cptnb.cli_options import recipe_from_args
     from cptnb.evaluate.report import write_comparison
+    from cptnb.retention import RetentionThreshold
 
-    payload = write_comparison(args.out, args.base, args.adapted, title=args.title, n_boot=args.n_boot, seed=args.seed)
+    threshold = RetentionThreshold.from_config(recipe_from_args(args, args.config).train)  # the run's declared one
+    payload = write_comparison(args.out, args.base, args.adapted, title=args.title, n_boot=args.n_boot, seed=args.seed,
+                               threshold=threshold)
     print(payload["retention"])
 
 
@@ -360,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--title", default="", help="title of the table and chart")
     cmp_.add_argument("--n-boot", type=int, default=10_000, help="bootstrap resamples")
     cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp_.add_argument("--config", help="recipe YAML (e.g. the run's recipe.yaml) whose retention threshold to judge by")
+    add_recipe_options(cmp_, sections=("train",), only={"train": ("max_general_bpb_rise", "max_general_task_drop")})
     cmp_.set_defaults(func=_cmd_compare)
 
     sw = sub.add_parser(

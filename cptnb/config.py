@@ -38,6 +38,7 @@ from cptnb.data.pack import PACKING_MODES
 from cptnb.data.scale.config import ScaleConfig
 from cptnb.errors import ConfigError
 from cptnb.paths import data_samples_dir
+from cptnb.retention import watch_problems
 from cptnb.vocab.config import VocabConfig, extension_problems
 
 METHODS = ("lora", "qlora", "full")
@@ -140,6 +141,28 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     logging_steps: int = _f(1, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(0, "Evaluate held-out domain/general loss every N steps; 0 disables periodic eval.")
+    task_eval_limit: int = _f(
+        4, "At each eval step also score the first N items of each eval.tasks task (of each subject for exams_vi), "
+        "as `cptnb evaluate --eval.limit N` scores them; 0 scores no task during training."
+    )
+    task_eval_names: list = _f([], "Tasks scored during training, by name (e.g. [general_en]); empty means every task.")
+    eval_generations: bool = _f(True, "At each eval step also generate greedily for eval.prompts (if there are any).")
+    max_general_bpb_rise: float = _f(
+        0.0, "Retention threshold: largest acceptable rise of held-out general bits per byte over the base, as a share "
+        "(0.02 = 2%); 0 means not checked."
+    )
+    max_general_task_drop: float = _f(
+        0.0, "Retention threshold: largest acceptable drop of mean general-task accuracy below the base, as a share "
+        "(0.05 = 5 points); 0 means not checked."
+    )
+    on_regression: str = _f(
+        "warn", "When training crosses a retention threshold: warn (log it, go on) or stop (end training and keep "
+        "the best checkpoint within the threshold)."
+    )
+    report_to: list = _f(
+        [], "Experiment trackers given the metrics.jsonl events: tensorboard, trackio, wandb, mlflow (offline unless "
+        "you log in); empty means none."
+    )
     save_steps: int = _f(
         0, "Save a resumable checkpoint every N steps; 0 saves none (the final adapter/model is always saved)."
     )
@@ -150,6 +173,8 @@ class TrainConfig(_Section):
 
     def __post_init__(self) -> None:
         self.precision = _canonical_dtype(self.precision)  # bfloat16 reads as bf16, as in model.dtype
+        if isinstance(self.report_to, str):  # report_to: tensorboard, as transformers' TrainingArguments takes it
+            self.report_to = [] if self.report_to in ("", "none") else [self.report_to]
         super().__post_init__()
 
     def problems(self) -> list[str]:
@@ -177,6 +202,7 @@ class TrainConfig(_Section):
         _positive(p, "eval_steps", self.eval_steps, allow_zero=True)
         _positive(p, "save_steps", self.save_steps, allow_zero=True)
         _positive(p, "save_total_limit", self.save_total_limit)
+        p += watch_problems(self)
         return p
 
     @property

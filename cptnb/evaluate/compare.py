@@ -25,6 +25,7 @@ import numpy as np
 
 from cptnb.errors import DataError
 from cptnb.evaluate.results import HELDOUT_METRICS, ROLES, higher_is_better, results_problems, task_summary
+from cptnb.retention import RetentionThreshold
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,9 @@ class Retention:
     domain_task_ci: tuple[float, float] | None
     general_task_delta: float | None  # same over role=general tasks
     general_task_ci: tuple[float, float] | None
+    threshold: str | None = None  # the declared retention threshold in words (None: none declared)
+    within_threshold: bool | None = None  # None without a threshold, or without the measures it names
+    threshold_crossed: list[str] = field(default_factory=list)  # what lies beyond it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -390,11 +394,15 @@ def _side(role: str, rows: list[Row], confidence: float) -> _Side:
     return _Side(phrases, delta, ci, worse, has_interval)
 
 
-def retention(rows: list[Row], confidence: float = 0.95) -> Retention:
+def retention(rows: list[Row], confidence: float = 0.95, threshold: RetentionThreshold | None = None) -> Retention:
     """Domain gain (role=domain tasks, held-out domain bits per byte) vs the general change, in one sentence.
 
     "forgetting" is said only when a general measure's interval lies wholly on
     the worse side of zero; a change whose interval straddles zero is retention.
+    With a declared ``threshold`` (:class:`cptnb.retention.RetentionThreshold`)
+    the verdict also says whether the general change stays within it: the
+    relative change of held-out general bits per byte, and the mean change of
+    the general tasks' primary metric (as ``train.max_general_task_drop`` reads it).
     """
     domain, general = _side("domain", rows, confidence), _side("general", rows, confidence)
     forgetting = bool(general.worse)
@@ -409,5 +417,26 @@ def retention(rows: list[Row], confidence: float = 0.95) -> Retention:
             text += "general ability retained (no general interval lies wholly on the worse side of zero)."
         else:
             text += "without an interval retention cannot be judged."
-    return Retention(text, forgetting, domain.task_delta, domain.task_ci, general.task_delta, general.task_ci)
+    verdict = _threshold_verdict(rows, general, threshold)
+    if verdict[0]:
+        text += " " + verdict[0]
+    return Retention(text, forgetting, domain.task_delta, domain.task_ci, general.task_delta, general.task_ci,
+                     threshold.describe() if threshold is not None and threshold.declared else None, *verdict[1:])
+
+
+def _threshold_verdict(rows: list[Row], general: _Side, threshold: RetentionThreshold | None):
+    """(sentence, within, crossed) for a declared threshold; ("", None, []) without one."""
+    if threshold is None or not threshold.declared:
+        return "", None, []
+    bpb = next((r for r in rows if r.kind == "heldout" and r.set == "general" and r.metric == "bits_per_byte"), None)
+    bpb_rise = bpb.relative_change if bpb is not None else None
+    measured = (threshold.max_general_bpb_rise > 0 and bpb_rise is not None) or \
+        (threshold.max_general_task_drop > 0 and general.task_delta is not None)
+    crossed = threshold.crossed(bpb_rise, general.task_delta)
+    if crossed:
+        return f"Beyond the declared retention threshold ({threshold.describe()}): {'; '.join(crossed)}.", False, crossed
+    if not measured:
+        return (f"The declared retention threshold ({threshold.describe()}) names no measure these results hold.",
+                None, [])
+    return f"Within the declared retention threshold ({threshold.describe()}).", True, []
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from cptnb.evaluate.compare import Retention, Row, compare_results, primary_rows, retention
 from cptnb.evaluate.results import fmt, generations_markdown, heldout_markdown, load_results
+from cptnb.retention import RetentionThreshold
 from cptnb.tables import markdown_table
 
 log = logging.getLogger(__name__)
@@ -157,11 +158,14 @@ def write_comparison(
     confidence: float = 0.95,
     stem: str = "comparison",
     inputs_as: tuple[str, str] | None = None,
+    threshold: RetentionThreshold | None = None,
 ) -> dict[str, Any]:
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``; return the JSON payload.
 
     ``base``/``adapted`` are results documents or paths to ``results.json``.
     ``inputs_as`` stores the two documents in the JSON under these keys.
+    ``threshold``: the declared retention threshold the verdict is judged against
+    (``within_threshold`` in the payload; None when none is declared).
 
     Example::
 
@@ -171,7 +175,7 @@ def write_comparison(
     names = tuple(str(d) if isinstance(d, (str, Path)) else label for d, label in ((base, "base"), (adapted, "adapted")))
     base, adapted = (load_results(d) if isinstance(d, (str, Path)) else d for d in (base, adapted))
     rows = compare_results(base, adapted, n_boot=n_boot, seed=seed, confidence=confidence, names=names)
-    summary = retention(rows, confidence)
+    summary = retention(rows, confidence, threshold)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {ext: out / f"{stem}.{ext}" for ext in ("json", "md", "png")}
@@ -183,6 +187,8 @@ def write_comparison(
         "comparison": [r.to_dict() for r in rows],
         "retention": summary.sentence,
         "forgetting": summary.forgetting,
+        "threshold": summary.threshold,
+        "within_threshold": summary.within_threshold,
         "retention_detail": summary.to_dict(),
         "files": {ext: str(p) for ext, p in files.items()},
     }

@@ -254,18 +254,42 @@ def loglikelihoods(model, tokenizer, requests: Sequence[tuple[str, list[str]]], 
     float rounding; those are scored again the plain lm-eval way (context +
     continuation per row), so that near-ties are decided as the harness decides them.
     """
-    import torch
+    encoded = encode_requests(tokenizer, requests)
+    return score_encoded(model, tokenizer, encoded, batch_size, share_context, desc, close_call)
 
-    groups: list[list[_Group]] = []
+
+# One request's token ids: [(context ids, [continuation ids, ...]), ...], usually one context per request
+# (several only for an empty context, where each choice becomes its own).
+EncodedRequest = list[tuple[list[int], list[list[int]]]]
+
+
+def encode_requests(tokenizer, requests: Sequence[tuple[str, list[str]]]) -> list[EncodedRequest]:
+    """Token ids of ``(context, [continuation, ...])`` requests, as :func:`loglikelihoods` scores them.
+
+    Encoding once and scoring with :func:`score_encoded` many times (e.g. at every
+    evaluation step of a training run) gives exactly what :func:`loglikelihoods` gives.
+    """
+    encoded: list[EncodedRequest] = []
     for ctx, conts in requests:
         pairs = [encode_pair(tokenizer, ctx, c) for c in conts]
         for (_ctx_ids, cont_ids), text in zip(pairs, conts):
             if not cont_ids:
                 raise DataError(f"continuation {text!r} after {ctx[-40:]!r} has no tokens of its own; check the item")
         if all(p[0] == pairs[0][0] for p in pairs):
-            groups.append([_Group(pairs[0][0], [p[1] for p in pairs])])
+            encoded.append([(pairs[0][0], [p[1] for p in pairs])])
         else:  # only possible with an empty context: then each choice is its own group
-            groups.append([_Group(p[0], [p[1]]) for p in pairs])
+            encoded.append([(p[0], [p[1]]) for p in pairs])
+    return encoded
+
+
+def score_encoded(model, tokenizer, encoded: Sequence[EncodedRequest], batch_size: int = 8,
+                  share_context: bool = True, desc: str = "scoring",
+                  close_call: Callable[[int, list[tuple[float, bool]]], bool] | None = None,
+                  ) -> list[list[tuple[float, bool]]]:
+    """:func:`loglikelihoods` on requests already encoded by :func:`encode_requests`."""
+    import torch
+
+    groups = [[_Group(ctx, conts) for ctx, conts in request] for request in encoded]
     engine = _Engine(model, tokenizer, batch_size, share_context)
     flat = [g for gs in groups for g in gs]
     was_training = model.training
@@ -348,16 +372,48 @@ def _summary(items: list[dict], kind: str) -> tuple[dict, dict]:
     return {m: mean([i[m] for i in items]) for m in names}, {m: mean_stderr([i[m] for i in items]) for m in names}
 
 
+@dataclass
+class PreparedTask:
+    """A task's scored items with their few-shot prompts built and tokenized once (see :func:`prepare_task`)."""
+
+    task: Task
+    plan: list[tuple[dict, list[dict]]]  # (item, its few-shot examples), as fewshot_plan draws them
+    encoded: list[EncodedRequest]  # each item's context and continuations as token ids
+
+    @property
+    def n(self) -> int:
+        return len(self.plan)
+
+
+def prepare_task(tokenizer, task: Task, limit: int | None = None) -> PreparedTask:
+    """Draw the few-shot examples, build every prompt and tokenize it, once.
+
+    ``limit`` keeps the first N items of each (sub-)task, like lm-eval's ``limit``.
+    :func:`score_prepared` then scores the same items on any model with this tokenizer.
+    """
+    plan = fewshot_plan(task, limit)
+    requests = [(context(task, item, shots), continuations(task, item)) for item, shots in plan]
+    return PreparedTask(task, plan, encode_requests(tokenizer, requests))
+
+
 def evaluate_task(model, tokenizer, task: Task, batch_size: int = 8, limit: int | None = None,
                   share_context: bool = True) -> TaskResult:
     """Score one task on ``model`` (plain, PEFT or merged; on the device of its parameters).
 
     ``limit`` keeps the first N items of each (sub-)task, like lm-eval's ``limit``.
     """
-    plan = fewshot_plan(task, limit)
-    requests = [(context(task, item, shots), continuations(task, item)) for item, shots in plan]
+    return score_prepared(model, tokenizer, prepare_task(tokenizer, task, limit), batch_size, share_context)
+
+
+def score_prepared(model, tokenizer, prepared: PreparedTask, batch_size: int = 8, share_context: bool = True,
+                   quiet: bool = False) -> TaskResult:
+    """Score a :class:`PreparedTask` on ``model``: the same result as :func:`evaluate_task` on its task and limit.
+
+    ``quiet`` logs the scores at debug level instead of info (for scores taken during training).
+    """
+    task, plan = prepared.task, prepared.plan
     close_call = None if task.kind == "lambada" else (lambda i, scores: _near_tie(plan[i][0], scores))
-    scores = loglikelihoods(model, tokenizer, requests, batch_size, share_context, task.name, close_call)
+    scores = score_encoded(model, tokenizer, prepared.encoded, batch_size, share_context, task.name, close_call)
     if task.kind == "lambada":
         items = [{"id": item["id"], "acc": int(s[0][1]), "loglikelihood": s[0][0], "target": item["target"].strip()}
                  for (item, _), s in zip(plan, scores)]
@@ -377,7 +433,8 @@ def evaluate_task(model, tokenizer, task: Task, batch_size: int = 8, limit: int 
             errs = [s["stderr"][m] for s in subjects.values()]
             stderr[m] = pooled_stderr(errs, sizes) if None not in errs else None
     result = TaskResult(task.name, task.kind, task.role, task.num_fewshot, len(items), metrics, stderr, subjects, items)
-    log.info("%s: n=%d %s", task.name, len(items), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    log.log(logging.DEBUG if quiet else logging.INFO, "%s: n=%d %s", task.name, len(items),
+            ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return result
 
 

@@ -5,6 +5,12 @@ Every logger takes the same events, flat dicts with a ``step`` and any of::
     train_loss, learning_rate, grad_norm, heldout_domain_loss, heldout_general_loss,
     tokens_per_second, eta_seconds, memory_mb, epoch
 
+and, at eval steps with a :class:`~cptnb.train.watch.TrainingWatch`, task scores
+(``task_<name>_<metric>``, ``domain_task_acc``, ``general_task_acc``), the change
+against the base (``general_bpb_rise``, ``general_task_acc_change``), the
+retention limits (``retention_general_loss_limit``,
+``retention_general_task_acc_limit``) and ``generations`` (a list, not plotted).
+
 :class:`LivePlot` draws them with matplotlib into an ``ipywidgets.Image`` that
 is replaced in place (no flicker, works in JupyterLab, Colab, Kaggle and VS
 Code), throttled to one redraw per ``min_interval_s``; it always writes the
@@ -32,6 +38,12 @@ LOSS_LABELS = {
     "heldout_domain_loss": "held-out domain",
     "heldout_general_loss": "held-out general (forgetting)",
 }
+# The retention panel: task accuracy during training, the general line beside the domain line.
+TASK_SERIES = ("domain_task_acc", "general_task_acc")
+TASK_LABELS = {"domain_task_acc": "domain tasks", "general_task_acc": "general tasks (retention)"}
+# Limits of the declared retention threshold, drawn dashed under the curve they bound.
+LIMIT_SERIES = {"heldout_general_loss": "retention_general_loss_limit",
+                "general_task_acc": "retention_general_task_acc_limit"}
 
 
 @runtime_checkable
@@ -162,6 +174,9 @@ class LivePlot:
         parts = [f"step {self.latest.get('step', 0)}"]
         fmt = {
             "train_loss": "loss {:.4f}",
+            "domain_task_acc": "domain tasks {:.2f}",
+            "general_task_acc": "general tasks {:.2f}",
+            "general_bpb_rise": "general bpb {:+.1%}",
             "tokens_per_second": "{:,.0f} tok/s",
             "eta_seconds": "ETA {:.0f} s",
             "memory_mb": "mem {:,.0f} MB",
@@ -183,18 +198,44 @@ class LivePlot:
             self.png_path.write_bytes(figure_png(self.figure()))
 
 
+def _limit_line(ax, series, key: str, color) -> None:
+    limit = series.get(LIMIT_SERIES[key])
+    if limit:
+        steps, values = zip(*limit)
+        ax.plot(steps, values, linestyle="--", color=color, linewidth=1, label="retention limit")
+
+
 def draw_metrics(series: dict[str, list[tuple[int, float]]], title: str = ""):
-    """A 2x2 figure: losses, learning rate, grad norm, throughput. Uses no pyplot state."""
+    """Losses, learning rate, grad norm, throughput (2x2); with task scores a task-accuracy panel too (2x3).
+
+    Uses no pyplot state.
+    """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 6), dpi=90)
-    axes = fig.subplots(2, 2)
-    loss_ax, lr_ax, grad_ax, speed_ax = axes.flat
+    tasks = any(series.get(k) for k in TASK_SERIES)
+    fig = Figure(figsize=(15, 6) if tasks else (10, 6), dpi=90)
+    axes = fig.subplots(2, 3 if tasks else 2)
+    if tasks:
+        loss_ax, task_ax, lr_ax, grad_ax, speed_ax, spare_ax = axes.flat
+        spare_ax.set_visible(False)
+        for key in TASK_SERIES:
+            if series.get(key):
+                steps, values = zip(*series[key])
+                line = task_ax.plot(steps, values, label=TASK_LABELS[key], marker="o", markersize=4)[0]
+                if key in LIMIT_SERIES:
+                    _limit_line(task_ax, series, key, line.get_color())
+        task_ax.set_title("task accuracy (first items of each task)")
+        task_ax.set_xlabel("step")
+        task_ax.legend(fontsize=8)
+    else:
+        loss_ax, lr_ax, grad_ax, speed_ax = axes.flat
     for key in LOSS_SERIES:
         if series.get(key):
             steps, values = zip(*series[key])
             marker = "o" if key != "train_loss" else None
-            loss_ax.plot(steps, values, label=LOSS_LABELS[key], marker=marker, markersize=4)
+            line = loss_ax.plot(steps, values, label=LOSS_LABELS[key], marker=marker, markersize=4)[0]
+            if key in LIMIT_SERIES:
+                _limit_line(loss_ax, series, key, line.get_color())
     loss_ax.set_title("loss (nats/token)")
     loss_ax.set_xlabel("step")
     if any(series.get(k) for k in LOSS_SERIES):

@@ -36,8 +36,10 @@ from cptnb.data.pipeline import prepare
 from cptnb.evaluate.heldout import evenly
 from cptnb.models.loading import cuda_available, load_model, load_tokenizer, resolve_source
 from cptnb.train.checkpoints import check_resumable, resolve_checkpoint
-from cptnb.train.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger, trim_metrics
+from cptnb.train.monitor import JsonlLogger, LivePlot, MetricLogger, MultiLogger, NullLogger, read_metrics, trim_metrics
+from cptnb.train.report import overhead_sentence, write_run_report
 from cptnb.train.trainer import TrainResult
+from cptnb.train.watch import TrainingWatch
 from cptnb.vocab.extend import extended_model_config
 from cptnb.vocab.stage import train_with_vocab
 
@@ -179,6 +181,7 @@ def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
 
     Writes into ``recipe.train.output_dir``: ``recipe.yaml`` (what ran), ``data/``
     (the prepared corpus and its report), ``metrics.jsonl``, ``loss.png``,
+    ``train_report.md`` (evaluations during training, the retention verdict, their cost),
     checkpoints, and ``adapter/`` or ``model/``. ``resume`` is False, True/"auto"
     (the last complete checkpoint there, if any) or a checkpoint path; a resumed
     run keeps the metrics up to its checkpoint and appends the rest.
@@ -199,8 +202,17 @@ def run_recipe(recipe: Recipe, resume: bool | str = False) -> TrainResult:
     eval_sets = (heldout_eval_sets(corpus, loaded.tokenizer, block, packing=recipe.data.packing)
                  if recipe.train.eval_steps else {})
     logger = run_logger(out, point) if state.is_main_process else NullLogger()
+    # Task scores, generations and the retention threshold at the eval steps; a resumed run's base is in its metrics.
+    earlier = read_metrics(out / "metrics.jsonl") if point.checkpoint is not None and state.is_main_process else []
+    watch = TrainingWatch.from_recipe(recipe, loaded.tokenizer, earlier)
     try:
-        return train_with_vocab(loaded, corpus.train, recipe, eval_datasets=eval_sets, logger=logger,
-                                resume=point.resume_from)  # train(), after model.vocab's embeddings-only stage
+        result = train_with_vocab(loaded, corpus.train, recipe, eval_datasets=eval_sets, logger=logger,
+                                  resume=point.resume_from, watch=watch)  # train(), after model.vocab's first stage
     finally:
         logger.close()
+    if state.is_main_process:
+        report = write_run_report(out, read_metrics(out / "metrics.jsonl"), result.watch, title=str(out))
+        log.info("run report: %s", report)
+        if result.watch:
+            log.info(overhead_sentence(result.watch))
+    return result

@@ -29,8 +29,10 @@ from cptnb.guidance import check_precision, explain_out_of_memory, training_oom_
 from cptnb.models.loading import EMBEDDING_MODULES, LoadedModel, TrainableCheck, cuda_available
 from cptnb.train import document_packing
 from cptnb.train.checkpoints import check_resumable, last_complete_checkpoint, resolve_checkpoint
-from cptnb.train.monitor import MetricLogger, NullLogger
+from cptnb.train.monitor import MetricLogger, MultiLogger, NullLogger
 from cptnb.train.schedules import lr_multiplier, warmup_steps_for
+from cptnb.train.trackers import tracker_bridge
+from cptnb.train.watch import TrainingWatch, watch_callback
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class TrainResult:
     final_train_loss: float
     history: list[dict[str, Any]]  # events logged by this call (a resumed run: steps after the checkpoint)
     resumed_from_step: int = 0  # optimizer step of the checkpoint this call started from; 0 for a fresh run
+    watch: dict[str, Any] | None = None  # with a TrainingWatch: its evaluations, overhead and threshold verdict
 
 
 def resolve_precision(precision: str) -> str:
@@ -298,6 +301,7 @@ def train(
     eval_datasets: dict[str, Any] | None = None,
     logger: MetricLogger | None = None,
     resume: bool | str = False,
+    watch: TrainingWatch | None = None,
 ) -> TrainResult:
     """Continue pretraining ``loaded.model`` on packed ``train_dataset`` blocks.
 
@@ -306,7 +310,10 @@ def train(
     ``resume`` is False, True/"auto" (continue from the last complete checkpoint
     in ``cfg.output_dir`` if there is one) or a checkpoint path; a resumed run
     restores weights, optimizer, schedule, RNG and data position, so its losses
-    continue the uninterrupted run's curve.
+    continue the uninterrupted run's curve. ``watch``
+    (:class:`~cptnb.train.watch.TrainingWatch`) adds task scores, generations and
+    the retention threshold at the eval steps (and at step 0, the base);
+    ``cfg.report_to`` sends every event to the experiment trackers too.
 
     Example::
 
@@ -319,6 +326,9 @@ def train(
     if len(train_dataset) == 0:
         raise CptnbError("the training set is empty: no packed block; add data or lower max_seq_len_tokens")
     logger = logger or NullLogger()
+    trackers = tracker_bridge(cfg.report_to, cfg.output_dir)  # fails here when a chosen tracker is not installed
+    if trackers is not None:
+        logger = MultiLogger([logger, trackers])
     block = len(train_dataset[0]["input_ids"])
     check_block_length(block, loaded.max_seq_len_tokens)
     precision = resolve_precision(cfg.precision)
@@ -373,13 +383,16 @@ def train(
     # The global batch: every process trains on its own blocks in the same optimizer step.
     tokens_per_step = block * cfg.per_device_batch_size * cfg.gradient_accumulation_steps * world
     callbacks = _callbacks(loaded, logger, tokens_per_step, history)
+    eval_names = list(eval_datasets) if evaluating else []
+    watching = watch_callback(watch, loaded, logger, history, eval_names, cfg.eval_steps) if watch else None
+    extra = [cb for cb in (trackers, watching) if cb is not None]  # trackers first: they set up before any event
     trainer = trainer_cls(
         model=loaded.model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_datasets if evaluating else None,
         processing_class=loaded.tokenizer,
-        callbacks=callbacks,
+        callbacks=[*extra, *callbacks] if extra else callbacks,
         data_collator=data_collator,
     )
     if trainer.is_fsdp_enabled or (trainer.is_deepspeed_enabled and cfg.zero_stage == 3):
@@ -390,17 +403,27 @@ def train(
     resumed_from_step = check_resumable(checkpoint, cfg)
     if checkpoint:
         log.info("resuming from %s (step %d of %d)", checkpoint, resumed_from_step, cfg.max_steps)
+    # The base's scores (step 0) are what the watch compares with; a resumed run has them in its metrics.
+    trainer.args.eval_on_start = bool(watching and evaluating and not checkpoint)
 
     def oom_advice() -> list[str]:  # called only after a failure, when the last checkpoint is known
         return training_oom_advice(cfg, loaded.method, block, last_complete_checkpoint(Path(cfg.output_dir)))
 
     stage = f"training ({loaded.method}, micro-batches of {cfg.per_device_batch_size} x {block} tokens)"
-    with explain_out_of_memory(stage, oom_advice):
-        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if evaluating and trainer.state.global_step % cfg.eval_steps:
-        # The last step was not an eval step: measure the end point too.
-        final_eval = trainer.evaluate()
-        trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, final_eval)
+    started = time.monotonic()
+    try:
+        with explain_out_of_memory(stage, oom_advice):
+            output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        if evaluating and trainer.state.global_step % cfg.eval_steps:
+            # The last step was not an eval step: measure the end point too.
+            final_eval = trainer.evaluate()
+            trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, final_eval)
+        watch_summary = watching.summary(time.monotonic() - started) if watching else None
+        if watching is not None and watching.stopped_at is not None:
+            watch_summary["final_model_step"] = roll_back_to_best(trainer, watching)
+    finally:
+        if trackers is not None:
+            trackers.finish()
     final_dir = Path(cfg.output_dir) / ("model" if loaded.method == "full" else "adapter")
     trainer.save_model(str(final_dir))  # gathers FSDP/DeepSpeed shards; writes on the main process only
     if trainer.args.should_save:
@@ -413,4 +436,23 @@ def train(
         final_train_loss=losses[-1] if losses else float(output.training_loss),
         history=history,
         resumed_from_step=resumed_from_step,
+        watch=watch_summary,
     )
+
+
+def roll_back_to_best(trainer, watching) -> int:
+    """After a stop at the retention threshold: load the best checkpoint within it; returns the step now loaded.
+
+    The watch marked that checkpoint as transformers' ``best_model_checkpoint``
+    (kept by checkpoint rotation); loading it is what ``load_best_model_at_end``
+    does (``Trainer._load_best_model``: adapters, full weights, FSDP, DeepSpeed).
+    """
+    best = trainer.state.best_model_checkpoint
+    if watching.best_step is None or best is None or not Path(best).is_dir():
+        log.warning("no checkpoint within the retention threshold was saved: the final model is the one at step %d, "
+                    "beyond the threshold; the base model is the last one within it", trainer.state.global_step)
+        return trainer.state.global_step
+    log.warning("final model: %s (step %d), the best checkpoint within the retention threshold", best,
+                watching.best_step)
+    trainer._load_best_model()
+    return watching.best_step

@@ -61,6 +61,7 @@ def _stage_config(train_cfg, steps: int, output_dir: Path):
     return train_cfg.replace(
         output_dir=str(output_dir), max_steps=steps, learning_rate=lr, embedding_learning_rate=lr,
         save_steps=0, eval_steps=0, warmup_steps=min(train_cfg.warmup_steps, max(steps // 4, 0)),
+        on_regression="warn",  # no eval steps here: the retention threshold is watched in the main stage
     )
 
 
@@ -106,7 +107,8 @@ def train_embeddings_first(loaded, train_dataset, recipe, steps: int, rows: str 
     return result
 
 
-def train_with_vocab(loaded, train_dataset, recipe, eval_datasets=None, logger=None, resume: bool | str = False):
+def train_with_vocab(loaded, train_dataset, recipe, eval_datasets=None, logger=None, resume: bool | str = False,
+                     watch=None):
     """:func:`~cptnb.train.trainer.train` with ``recipe.model.vocab``'s first stage and the new-rows check.
 
     A resumed run skips the first stage (its result is in the checkpoint). The
@@ -124,7 +126,8 @@ def train_with_vocab(loaded, train_dataset, recipe, eval_datasets=None, logger=N
     if vocab.embedding_stage_steps and not resume:
         stage_result = train_embeddings_first(loaded, train_dataset, recipe, vocab.embedding_stage_steps,
                                               vocab.embedding_stage_rows)
-    result = train(loaded, train_dataset, recipe.train, eval_datasets=eval_datasets, logger=logger, resume=resume)
+    result = train(loaded, train_dataset, recipe.train, eval_datasets=eval_datasets, logger=logger, resume=resume,
+                   watch=watch)  # watch: task scores and the retention threshold (cptnb.train.watch)
     if check is not None:
         share = check.verify(loaded.model)
         log.info("%.1f%% of the %d new embedding rows moved", 100 * share, resize["tokenizer_size"] - resize["first_new_id"])

@@ -22,8 +22,11 @@ def test_train_command_runs_a_recipe_end_to_end(tmp_path):
         assert (out / name).is_file(), name
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if "train_loss" in e] == [1, 2, 3, 4]
-    for name in ("domain", "general"):  # each held-out set is evaluated and logged at steps 2 and 4
-        assert [e["step"] for e in events if f"heldout_{name}_loss" in e] == [2, 4]
+    for name in ("domain", "general"):  # each held-out set is evaluated and logged at the base (0), 2 and 4
+        assert [e["step"] for e in events if f"heldout_{name}_loss" in e] == [0, 2, 4]
+    # The tasks scored during training (train.task_eval_limit items each) at the same steps, and the run's report.
+    assert [e["step"] for e in events if "general_task_acc" in e] == [0, 2, 4]
+    assert "## Evaluations during training" in (out / "train_report.md").read_text(encoding="utf-8")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     report = json.loads((out / "data" / "report.json").read_text())
     assert 0.05 < report["tokens"]["replay_share_achieved"] < 0.15
