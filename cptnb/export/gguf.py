@@ -44,9 +44,9 @@ GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 # Largest allowed |logit difference| from merged/ as a share of its largest |logit| (at least 1). f32 is exact
 # from any merged dtype; f16 and bf16 round like the merge check's dtypes; q8_0 keeps 8 bits per value with one
 # scale per block of 32 (an error up to half a step of the block's largest value, so coarser than bf16).
-# Measured on smollm2-135m (64 held-out documents, 512 positions): f16 1.4e-3, q8_0 5.4e-2 (top-1 agreement 99.8%
-# and 96.3%); a wrong tensor layout or vocabulary gives ratios near 1.
-GGUF_TOLERANCE = {"f32": 1e-5, "f16": 4e-3, "bf16": 3e-2, "q8_0": 0.12}
+# Measured on smollm2-135m's float32 weights (8 held-out documents, 512 positions): f16 1.4e-3, bf16 2.2e-2, q8_0
+# 5.4e-2 (top-1 agreement 99.8%, 99.4%, 96.3%); a wrong tensor layout or vocabulary gives ratios near 1.
+GGUF_TOLERANCE = {"f32": 1e-5, "f16": 4e-3, "bf16": 5e-2, "q8_0": 0.12}
 # Most compact first: the Modelfile points at the first of these that was written.
 MODELFILE_PREFERENCE = ("q8_0", "f16", "bf16", "f32")
 CHECK_DOCS = 8  # held-out documents whose logits are compared (the tokenizer check covers all of them)
