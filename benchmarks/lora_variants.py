@@ -3,7 +3,7 @@
 Each variant starts from the same smollm2-135m weights with the ``smollm2_vi_lora_cpu`` recipe's LoRA
 settings (rank 16, alpha 32, every linear layer) but embeddings frozen (``train_embeddings: false``, so
 only the adapters differ between variants, and a step costs less on a shared 2-core CPU), and trains the
-same steps (12 by default, batch 2 of 256-token blocks of ``data_samples/vi``) with the recipe's learning
+same steps (10 by default, batch 1 of 256-token blocks of ``data_samples/vi``) with the recipe's learning
 rate and schedule, through the kit's own path (``cptnb.models.load_model`` + ``cptnb.train.train``);
 only ``model.use_dora`` and ``model.loraplus_lr_ratio`` differ:
 
@@ -12,13 +12,14 @@ only ``model.use_dora`` and ``model.loraplus_lr_ratio`` differ:
 - ``loraplus``: ``loraplus_lr_ratio: 16`` (PEFT's ``create_loraplus_optimizer``: B matrices at 16x the
   learning rate), the ratio its paper and LLaMA-Factory's docs suggest.
 
-Held-out bits per byte is scored on ``data_samples/heldout/vi_heldout.jsonl`` (never trained on) with
+Held-out bits per byte is scored on ``data_samples/heldout/vi_heldout.jsonl`` (never trained on; 6 of its
+documents by default, spread evenly, to fit a shared 2-core machine) with
 the kit's scorer (``cptnb.evaluate.perplexity.score_texts``, windows of 1,536 tokens, stride 1,024), on the
 base model once and on each trained model. Seconds per step is the median of the trainer's per-step
 wall times after the first two steps (the trainer's ``tokens_per_second`` events).
 
     python benchmarks/lora_variants.py                      # writes benchmarks/results/lora_variants.{json,md}
-    python benchmarks/lora_variants.py --steps 4 --out /tmp/lv   # a quick look
+    python benchmarks/lora_variants.py --model tiny-llama --steps 4 --heldout-docs 2 --out /tmp/lv   # a quick try
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def run_variant(name: str, changes: dict, recipe, blocks, texts, steps: int) -> 
     return record
 
 
-def run(steps: int, batch: int, variants: list[str], out: Path) -> dict:
+def run(steps: int, batch: int, variants: list[str], out: Path, heldout_docs: int = 0, model: str = "") -> dict:
     import torch
 
     from cptnb.config import Recipe
@@ -102,7 +103,11 @@ def run(steps: int, batch: int, variants: list[str], out: Path) -> dict:
     recipe = Recipe.from_sample("smollm2_vi_lora_cpu").replace(
         model={"dtype": "fp32", "train_embeddings": False}, train={"precision": "fp32", "per_device_batch_size": batch}
     )
-    texts = _heldout_texts()
+    if model:  # e.g. tiny-llama, to try the script in seconds
+        recipe = recipe.replace(model={"name": model})
+    from cptnb.evaluate.heldout import evenly
+
+    texts = evenly(_heldout_texts(), heldout_docs)  # all of them when heldout_docs is 0
     base_model, tokenizer = load_for_eval(recipe.model.name, dtype="fp32")
     base_bpb = _bits_per_byte(base_model, tokenizer, texts, recipe.eval)
     del base_model
@@ -152,7 +157,7 @@ def _markdown(result: dict) -> str:
                      f"{v['seconds_per_step_vs_lora']:.2f}x" if v["seconds_per_step_vs_lora"] else "-"])
     t, m = result["train"], result["machine"]
     return (
-        "# LoRA vs DoRA vs LoRA+ (smollm2-135m, sample corpus, CPU)\n\n"
+        f"# LoRA vs DoRA vs LoRA+ ({result['model']}, sample corpus, CPU)\n\n"
         f"{t['steps']} steps of {t['per_device_batch_size']} x {t['block_tokens']} tokens, learning rate "
         f"{t['learning_rate']} (embeddings {t['embedding_learning_rate']}), {t['lr_scheduler']} after "
         f"{t['warmup_steps']} warm-up steps, seed {t['seed']}; LoRA rank {result['lora']['rank']} on every linear "
@@ -167,13 +172,15 @@ def _markdown(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per variant")
-    parser.add_argument("--batch", type=int, default=2, help="blocks per step")
+    parser.add_argument("--steps", type=int, default=10, help="optimizer steps per variant")
+    parser.add_argument("--batch", type=int, default=1, help="blocks per step")
+    parser.add_argument("--heldout-docs", type=int, default=6, help="held-out documents scored, spread evenly; 0: all")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from " + ",".join(VARIANTS))
+    parser.add_argument("--model", default="", help="another model than the recipe's (tiny-llama: a quick try)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run(args.steps, args.batch, [v for v in args.variants.split(",") if v], args.out)
+    run(args.steps, args.batch, [v for v in args.variants.split(",") if v], args.out, args.heldout_docs, args.model)
 
 
 if __name__ == "__main__":
