@@ -142,10 +142,13 @@ class TrainConfig(_Section):
     logging_steps: int = _f(1, "Log train loss every N optimizer steps.")
     eval_steps: int = _f(0, "Evaluate held-out domain/general loss every N steps; 0 disables periodic eval.")
     task_eval_limit: int = _f(
-        4, "At each eval step also score the first N items of each eval.tasks task (of each subject for exams_vi), "
-        "as `cptnb evaluate --eval.limit N` scores them; 0 scores no task during training."
+        8, "At each eval step also score the first N items of each task of task_eval_names (of each subject for "
+        "exams_vi), as `cptnb evaluate --eval.limit N` scores them; 0 scores no task during training."
     )
-    task_eval_names: list = _f([], "Tasks scored during training, by name (e.g. [general_en]); empty means every task.")
+    task_eval_names: list = _f(
+        [], "Tasks of eval.tasks scored during training, by name (e.g. [general_en, lambada_vi]), or [all]; empty "
+        "means the role=general ones (the retention signal, cheap enough for every eval step)."
+    )
     eval_generations: bool = _f(True, "At each eval step also generate greedily for eval.prompts (if there are any).")
     max_general_bpb_rise: float = _f(
         0.0, "Retention threshold: largest acceptable rise of held-out general bits per byte over the base, as a share "

@@ -1,7 +1,8 @@
 """What a run measures at its eval steps besides held-out loss: task scores, generations, the retention threshold.
 
 At every ``train.eval_steps`` (and at step 0, the base) :class:`TrainingWatch`
-scores the first ``train.task_eval_limit`` items of each evaluation task with
+scores the first ``train.task_eval_limit`` items of evaluation tasks (by default
+the role=general ones, ``train.task_eval_names: [all]`` for every one) with
 the scoring of ``cptnb evaluate`` (:func:`cptnb.evaluate.scoring.score_prepared`:
 few-shot draws, prompts and token ids prepared once, before training), so the
 score at step N equals ``cptnb evaluate --eval.limit N`` on checkpoint N. It
@@ -68,8 +69,9 @@ class TrainingWatch:
     def from_recipe(cls, recipe, tokenizer, earlier: Iterable[dict[str, Any]] = ()) -> "TrainingWatch | None":
         """The watch ``recipe.train`` asks for (None when it measures nothing), tasks prepared with ``tokenizer``.
 
-        Tasks come from ``recipe.eval.tasks`` (only ``train.task_eval_names`` when
-        set), the first ``train.task_eval_limit`` items each; prompts from
+        Tasks come from ``recipe.eval.tasks``: those named in ``train.task_eval_names``
+        (``[all]``: every one; empty: the role=general ones), the first
+        ``train.task_eval_limit`` items each; prompts from
         ``recipe.eval.prompts`` when ``train.eval_generations``. ``earlier`` are the
         metrics events of the run so far (a resumed run), which hold the base's values.
         """
@@ -82,8 +84,11 @@ class TrainingWatch:
         eval_cfg = recipe.with_paths_under(data_samples_dir().parent).eval  # the kit's tasks from any folder
         tasks = []
         if cfg.task_eval_limit and eval_cfg.tasks:
-            tasks = [prepare_task(tokenizer, t, cfg.task_eval_limit)
-                     for t in tasks_from(eval_cfg, only=cfg.task_eval_names or None)]
+            names = cfg.task_eval_names
+            chosen = tasks_from(eval_cfg, only=None if names in ([], ["all"]) else names)
+            if not names:  # the default: the general tasks, whose scores the retention threshold reads
+                chosen = [t for t in chosen if t.role == "general"]
+            tasks = [prepare_task(tokenizer, t, cfg.task_eval_limit) for t in chosen]
         prompts = list(eval_cfg.prompts) if cfg.eval_generations else []
         threshold = RetentionThreshold.from_config(cfg)
         if not (tasks or prompts or threshold.declared):
