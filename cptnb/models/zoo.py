@@ -217,32 +217,22 @@ def _corpus_digest() -> str:
 
 @_alias("tiny-llama")
 def build_tiny_llama(cache: Path, seed: int = 1309) -> Path:
-    def build(out: Path) -> None:
-        import torch
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-        from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    target = cache / f"tiny-llama-{_corpus_digest()}-s{seed}"
+    if (target / "config.json").is_file():  # checked first: the tokenizer below takes a second to train
+        return target
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-        bpe = Tokenizer(models.BPE())
-        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        bpe.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=TINY_VOCAB_SIZE,
-            special_tokens=["<|endoftext|>", "<|pad|>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no <unk>
-            show_progress=False,
-        )
-        bpe.train_from_iterator(_sample_texts(), trainer=trainer)
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|pad|>")
-        tokenizer.save_pretrained(out)
-
-        torch.manual_seed(seed)
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            eos_token_id=tokenizer.eos_token_id,
-            bos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **TINY_SETTINGS,
-        )
-        LlamaForCausalLM(config).save_pretrained(out)
-
-    return build_atomically(cache / f"tiny-llama-{_corpus_digest()}-s{seed}", build)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE,
+        special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no <unk>
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_sample_texts(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|pad|>")
+    config = LlamaConfig(vocab_size=len(tokenizer), **TINY_SETTINGS)
+    return build_random_model(config, tokenizer, target, seed, source={"alias": "tiny-llama"})

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from _helpers import perturb_lora
 from transformers import AutoModelForCausalLM
 
 from cptnb.config import Recipe
@@ -28,14 +29,7 @@ def _run(root, loaded, method):
 @pytest.fixture(scope="module")
 def lora(tiny, tmp_path_factory):
     loaded = tiny(method="lora", train_embeddings=True)
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-            elif "modules_to_save" in name:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-    loaded.model.eval()
+    perturb_lora(loaded, 7)
     return loaded, _run(tmp_path_factory.mktemp("lora_run"), loaded, "lora")
 
 

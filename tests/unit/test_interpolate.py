@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _helpers import perturb_lora
 
 from cptnb.errors import ConfigError
 from cptnb.models.interpolate import (
@@ -15,16 +16,9 @@ TEXT = "Hà Nội là thủ đô của Việt Nam. The library opens at nine."
 
 
 def _trained_lora(tiny, seed=0):
-    """A LoRA model whose adapter and trained embeddings both moved (a fresh adapter's B is zero: no change)."""
+    """A LoRA model whose adapter and trained embeddings both moved."""
     loaded = tiny(method="lora", train_embeddings=True)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-            elif "modules_to_save" in name:
-                p.add_(torch.randn(p.shape, generator=gen) * 0.1)
-    return loaded.model.eval(), loaded.tokenizer
+    return perturb_lora(loaded, seed), loaded.tokenizer
 
 
 def _logits(model, ids):

@@ -11,6 +11,7 @@ import logging
 
 import pytest
 import torch
+from _helpers import EventCollector
 from datasets import Dataset
 from safetensors.torch import load_file
 
@@ -44,16 +45,9 @@ def _run(tiny, data, out, **train_fields):
         "output_dir": str(out), "max_steps": STEPS, "eval_steps": 1, "per_device_batch_size": 4,
         "learning_rate": 2e-2, "warmup_steps": 0, "task_eval_limit": 0, **train_fields})
     watch = TrainingWatch.from_recipe(recipe, loaded.tokenizer)
-    events = []
+    events = EventCollector()
 
-    class Collect:
-        def log(self, event):
-            events.append(event)
-
-        def close(self):
-            pass
-
-    result = train(loaded, blocks, recipe.train, eval_datasets=eval_sets, logger=Collect(), watch=watch)
+    result = train(loaded, blocks, recipe.train, eval_datasets=eval_sets, logger=events, watch=watch)
     return result, {e["step"]: e for e in events if "general_bpb_rise" in e}
 
 
