@@ -414,10 +414,8 @@ def train(
     try:
         with explain_out_of_memory(stage, oom_advice):
             output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        if evaluating and trainer.state.global_step % cfg.eval_steps:
-            # The last step was not an eval step: measure the end point too.
-            final_eval = trainer.evaluate()
-            trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, final_eval)
+        # The end point is measured too when the last step is no eval step: transformers' DefaultFlowCallback does it
+        # (trainer_callback.py, "Evaluate at the end"), so the kit adds no evaluation of its own.
         watch_summary = watching.summary(time.monotonic() - started) if watching else None
         if watching is not None and watching.stopped_at is not None:
             watch_summary["final_model_step"] = roll_back_to_best(trainer, watching)

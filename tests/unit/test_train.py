@@ -3,6 +3,7 @@ import shutil
 
 import pytest
 import torch
+from _helpers import EventCollector
 
 from cptnb.config import TrainConfig
 from cptnb.data import pack_documents
@@ -20,24 +21,18 @@ def blocks(tiny, vi_docs):
 
 def test_lora_run_lowers_loss_logs_events_and_saves_adapter(tiny, blocks, tmp_path):
     loaded = tiny(method="lora", train_embeddings=True)
-    events = []
+    events = EventCollector()
 
-    class Collect:
-        def log(self, event):
-            events.append(event)
-
-        def close(self):
-            pass
-
-    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=10, per_device_batch_size=4, learning_rate=5e-3, warmup_steps=2, eval_steps=5)
-    result = train(loaded, blocks, cfg, eval_datasets={"domain": blocks.select(range(4))}, logger=Collect())
+    cfg = TrainConfig(output_dir=str(tmp_path), max_steps=10, per_device_batch_size=4, learning_rate=5e-3, warmup_steps=2, eval_steps=4)
+    result = train(loaded, blocks, cfg, eval_datasets={"domain": blocks.select(range(4))}, logger=events)
     losses = [e["train_loss"] for e in events if "train_loss" in e]
     assert result.steps == 10 and len(losses) == 10
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert all(math.isfinite(x) for x in losses)
     last_train = [e for e in events if "train_loss" in e][-1]
     assert {"learning_rate", "grad_norm", "tokens_per_second", "eta_seconds", "memory_mb"} <= set(last_train)
-    assert any("heldout_domain_loss" in e for e in events)
+    # Every 4 steps, and once more at the last step (10 is no multiple of 4): each point logged once.
+    assert [e["step"] for e in events if "heldout_domain_loss" in e] == [4, 8, 10]
     assert (result.final_dir / "adapter_config.json").is_file()
     assert (result.final_dir / "tokenizer.json").is_file()
 
@@ -92,20 +87,13 @@ def test_a_real_run_follows_the_schedule_and_the_embedding_rate(tiny, blocks, tm
     kit_callbacks = trainer_module._callbacks
     monkeypatch.setattr(trainer_module, "_callbacks", lambda *a: kit_callbacks(*a) + [Spy()])
     loaded = tiny(method="lora", train_embeddings=True)
-    events = []
-
-    class Collect:
-        def log(self, event):
-            events.append(event)
-
-        def close(self):
-            pass
+    events = EventCollector()
 
     steps, warmup, floor, peak, embedding = 6, 2, 0.2, 1e-2, 3e-3
     cfg = TrainConfig(output_dir=str(tmp_path), max_steps=steps, per_device_batch_size=2, learning_rate=peak,
                       embedding_learning_rate=embedding, warmup_steps=warmup, min_lr_ratio=floor, lr_scheduler="cosine",
                       weight_decay=0.05, optimizer="adamw_torch_fused")
-    train(loaded, blocks, cfg, logger=Collect())
+    train(loaded, blocks, cfg, logger=events)
     expected = [lr_multiplier(s, steps, warmup, "cosine", floor) for s in range(steps)]  # step s is 0-based
     logged = [e["learning_rate"] for e in events if "train_loss" in e]
     assert logged == pytest.approx([peak * m for m in expected], rel=1e-9)  # the rate step s+1 trained with
