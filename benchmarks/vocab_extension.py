@@ -120,7 +120,7 @@ def main() -> None:
                "model": args.model, "fertility": fertility_sweep(args.model, args.sizes)}
     if args.runs_from:
         runs = json.loads((Path(args.runs_from) / "results.json").read_text(encoding="utf-8"))
-        runs["params"] = f"notebook 07 as run in {args.runs_from}"
+        runs.setdefault("params", f"notebook 07 as run in {args.runs_from}")
         payload["runs"] = runs
     elif not args.skip_runs:
         params = {"MODEL": args.model, "STEPS": args.steps, "EVAL_STEPS": args.eval_steps,

@@ -121,8 +121,30 @@ def approx_bpb_curve(events: list[dict[str, Any]], tokens_per_byte: dict[str, fl
     return curves
 
 
-def verdict(runs: dict[str, dict[str, Any]], reference: str, extended: str, gap_by_step: list[tuple[int, float]]) -> list[str]:
-    """Sentences read off the numbers: which run encodes held-out domain text better at (about) equal time."""
+def gap_by_step(reference: list[tuple[int, float]], extended: list[tuple[int, float]],
+                offset: int = 0) -> list[tuple[int, float]]:
+    """(step, extended - reference) at each point of the extended run's curve, on the reference's step axis.
+
+    The extended run's steps are shifted by ``offset`` (its embeddings-only
+    steps come first), so its points need not fall on the reference's; the
+    reference curve is interpolated linearly between its own points, never
+    extrapolated (points outside its range are left out).
+    """
+    if not reference:
+        return []
+    xs, ys = zip(*sorted(dict(reference).items()))
+    return [(step + offset, value - float(np.interp(step + offset, xs, ys)))
+            for step, value in sorted(dict(extended).items()) if xs[0] <= step + offset <= xs[-1]]
+
+
+def verdict(runs: dict[str, dict[str, Any]], reference: str, extended: str, gaps: list[tuple[int, float]],
+            start_gap: float | None = None) -> list[str]:
+    """Sentences read off the numbers: which run encodes held-out domain text better at (about) equal time.
+
+    ``gaps`` is :func:`gap_by_step`'s approximate curve; ``start_gap`` the exact
+    domain gap before any training (the extended model with its new rows as
+    initialised minus the base), when measured.
+    """
     ref, ext = runs[reference], runs[extended]
     d, low, high = bpb_difference(ref["scores"]["domain"], ext["scores"]["domain"])
     ratio = ext["seconds"] / max(ref["seconds"], 1e-9)
@@ -140,9 +162,15 @@ def verdict(runs: dict[str, dict[str, Any]], reference: str, extended: str, gap_
     if "general" in ref["scores"]:
         g, gl, gh = bpb_difference(ref["scores"]["general"], ext["scores"]["general"])
         lines.append(f"General (English) bits per byte: {g:+.4f} [{gl:+.4f}, {gh:+.4f}] for the extended run.")
-    if len(gap_by_step) >= 2:
-        (s0, g0), (s1, g1) = gap_by_step[0], gap_by_step[-1]
-        favour = "the extended run" if g1 < g0 else "the plain run"
-        lines.append(f"During training the approximate domain gap (extended - plain, bits per byte) went from {g0:+.4f} "
-                     f"at step {s0} to {g1:+.4f} at step {s1}: more steps moved it in favour of {favour}.")
+    steps = ref["steps"]
+    if start_gap is not None:
+        moved = ("it overtook the plain run" if d < 0 < start_gap else
+                 f"{(start_gap - d) / start_gap:.0%} of the start gap closed" if start_gap > 0 else "")
+        lines.append(f"Before training the extended model was {start_gap:+.4f} bits per byte from the base; after {steps} "
+                     f"steps it is {d:+.4f} from the plain run" + (f" ({moved})." if moved else "."))
+    if len(gaps) >= 2:
+        (s0, g0), (s1, g1) = gaps[0], gaps[-1]
+        trend = ("shrank: more steps favour the extended run" if g1 < g0 else "grew: more steps favour the plain run")
+        lines.append(f"During training the approximate domain gap (extended - plain) went from {g0:+.4f} at step {s0} to "
+                     f"{g1:+.4f} at step {s1}; it {trend}.")
     return lines

@@ -16,6 +16,7 @@ from cptnb.vocab import (
     learn_extension,
     resize_and_init,
 )
+from cptnb.vocab.compare import gap_by_step
 from cptnb.vocab.init import padded_rows
 
 
@@ -201,3 +202,13 @@ def test_models_that_cannot_be_resized_are_explained(tiny, extended):
 
     with pytest.raises(VocabError, match="cannot be resized"):
         resize_and_init(NoEmbeddings(), ext)
+
+
+def test_the_gap_curve_puts_the_extended_run_on_the_plain_runs_step_axis():
+    plain = [(6, 2.0), (12, 1.8), (18, 1.7)]
+    # The extended run's steps come after 3 embeddings-only steps; a repeated final point counts once.
+    extended = [(6, 2.3), (12, 1.9), (15, 1.8), (15, 1.8), (16, 1.75)]
+    gaps = gap_by_step(plain, extended, offset=3)
+    assert [s for s, _ in gaps] == [9, 15, 18]  # step 19 lies beyond the plain curve: not extrapolated
+    assert gaps[0][1] == pytest.approx(2.3 - 1.9) and gaps[1][1] == pytest.approx(1.9 - 1.75)
+    assert gaps[2][1] == pytest.approx(1.8 - 1.7) and gap_by_step([], extended) == []
