@@ -26,13 +26,16 @@ demo-all: $(STAMP)
 	  echo "[cptnb] $$nb done in $$(( $$(date +%s) - start )) s"; \
 	done
 
+# The suite is shared among TEST_WORKERS processes (pytest-xdist): most of it is one-threaded Python, so two workers
+# use both cores of a small machine. A test file's tests stay together (tests/conftest.py), notebook runs spread.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The quick local loop: everything but the tests marked slow (lm-eval parity, resume and launch subprocesses,
 # exhaustive sweeps, notebook runs); `make test` still runs them all.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow"
 
 test-gpu: $(STAMP)
 	$(PY) -m pytest -q -m gpu

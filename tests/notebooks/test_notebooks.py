@@ -339,6 +339,27 @@ def _check_multi_gpu(out: Path) -> None:
     assert "largest loss difference over 6 steps" in _executed_text(out, "06_multi_gpu")
 
 
+def _check_vocabulary(out: Path) -> None:
+    """Notebook 07: the extension, the init comparison and both runs."""
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    domain = results["fertility"]["domain"]
+    assert domain["after"]["tokens_per_word"] < domain["before"]["tokens_per_word"]
+    assert 0 < domain["after"]["new_id_share"] < 1
+    general = results["fertility"]["general"]
+    assert general["general"] is True and general["changed_docs"] <= general["before"]["docs"]
+    resize = results["resize"]
+    assert resize["rows_after"] % 64 == 0 and resize["rows_after"] >= resize["tokenizer_size"]
+    assert set(results["init"]) == {"base", "mean_of_pieces", "global_mean", "random"}
+    assert all(math.isfinite(v) for by in results["init"].values() for v in by.values())
+    runs = results["runs"]
+    assert set(runs) == {"plain", "extended"} and runs["plain"]["steps"] == runs["extended"]["steps"]
+    assert all(math.isfinite(r["bits_per_byte"]["domain"]) for r in runs.values())
+    assert len(results["verdict"]) >= 2 and "95% CI" in results["verdict"][0]
+    assert (out / "gap.png").is_file() and (out / "vocab" / "model" / "cptnb_vocab.json").is_file()
+    assert (out / "extended" / "embedding_stage" / "metrics.jsonl").is_file()
+    assert (out / "extended" / "adapter" / "cptnb_vocab.json").is_file()
+
+
 CHECKS = {
     "00_quickstart": ({}, _check_quickstart),
     "01_corpus": ({}, _check_corpus),
@@ -347,6 +368,7 @@ CHECKS = {
     "04_forgetting": ({}, _check_forgetting),
     "05_export": ({}, _check_export),
     "06_multi_gpu": ({}, _check_multi_gpu),
+    "07_vocabulary": ({}, _check_vocabulary),
 }
 
 
@@ -355,7 +377,7 @@ CHECKS = {
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_runs_headless_in_smoke_mode(path, tmp_path):
     params, check = CHECKS.get(path.stem, ({}, None))
-    executed = run_notebook(str(path), tmp_path, {"SMOKE": True, **params}, timeout_s=300)
+    executed = run_notebook(str(path), tmp_path, {"SMOKE": True, **params}, timeout_s=600)
     assert executed.is_file()
     errors = [o for c in nbformat.read(str(executed), as_version=4).cells for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
