@@ -259,7 +259,20 @@ def _ties_embeddings(model) -> bool:
     return bool(getattr(config, "tie_word_embeddings", False))
 
 
+def unreachable_and_not_cached(source: str) -> bool:
+    """A hub id whose config is not in the local cache while the Hub cannot be reached (nothing could load it)."""
+    if Path(source).exists() or hub_reachable():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    return not isinstance(try_to_load_from_cache(source, "config.json"), str)
+
+
 def _load_unsloth(cfg: ModelConfig, source: str, dtype):
+    # Unsloth asks the Hub itself (model info, then the files) with huggingface_hub's retries: offline, with the
+    # model not cached, say so at once, before importing it.
+    if unreachable_and_not_cached(source):
+        raise _not_available(source, OSError("not in the local cache, and the Hugging Face Hub cannot be reached"))
     import torch
     from unsloth import FastLanguageModel  # imported only here: Unsloth patches libraries on import
 

@@ -69,6 +69,26 @@ def test_an_unknown_hub_id_fails_at_once_with_the_clear_message(no_hub):
     assert time.monotonic() - started < 8
 
 
+def test_the_unsloth_path_fails_at_once_offline_for_a_model_not_cached(no_hub, monkeypatch, tmp_path):
+    import sys
+    import types
+
+    from cptnb.models import loading
+
+    def asked(*args, **kwargs):
+        raise AssertionError("Unsloth was asked to fetch the model")
+
+    fake = types.ModuleType("unsloth")
+    fake.FastLanguageModel = types.SimpleNamespace(from_pretrained=asked)
+    monkeypatch.setitem(sys.modules, "unsloth", fake)
+    monkeypatch.setattr(loading, "choose_backend", lambda cfg: "unsloth")  # as on a GPU machine
+    started = time.monotonic()
+    with pytest.raises(ModelNotAvailableError, match="hf download someone/no-such-model"):
+        loading.load_model(ModelConfig(name="someone/no-such-model", backend="unsloth"))
+    assert time.monotonic() - started < 8
+    assert not loading.unreachable_and_not_cached(str(tmp_path))  # a local folder is never a Hub question
+
+
 def test_hf_hub_offline_answers_without_trying(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("no connection should be tried under HF_HUB_OFFLINE=1")
