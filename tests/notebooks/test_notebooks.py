@@ -237,7 +237,7 @@ def _check_forgetting(out: Path) -> None:
     assert any(p["pareto"] for p in points.values()) and payload["max_general_regression"] == 0.01
     for share, achieved in ((0, 0.0), (20, 0.2)):
         run = out / f"replay{share}"
-        assert (run / "metrics.jsonl").is_file() and (run / "model" / "config.json").is_file()
+        assert (run / "metrics.jsonl").is_file() and (run / "adapter" / "adapter_config.json").is_file()  # LoRA recipe
         report = json.loads((run / "data" / "report.json").read_text(encoding="utf-8"))
         assert abs(report["tokens"]["replay_share_achieved"] - achieved) < 0.03
     chosen = payload["recommendation"]["chosen"]

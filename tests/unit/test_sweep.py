@@ -44,7 +44,7 @@ def test_cptnb_sweep_runs_the_frontier_from_a_recipe(tmp_path, capsys):
     assert points["replay 0% · alpha 0.5"]["train_seconds"] == 0
     for share in (0, 20):  # each run folder is a cptnb train run folder: cptnb export reads it
         run = out / f"replay{share}"
-        assert (run / "recipe.yaml").is_file() and (run / "model" / "config.json").is_file()
+        assert (run / "recipe.yaml").is_file() and (run / "adapter" / "adapter_config.json").is_file()  # LoRA recipe
         assert (run / "data" / "report.json").is_file() and (run / "metrics.jsonl").is_file()
     report = json.loads((out / "replay20" / "data" / "report.json").read_text())
     assert abs(report["tokens"]["replay_share_achieved"] - 0.2) < 0.03
