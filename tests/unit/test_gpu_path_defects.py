@@ -245,6 +245,8 @@ def _fake_unsloth(monkeypatch, error: Exception):
             raise error
 
     monkeypatch.setitem(sys.modules, "unsloth", types.SimpleNamespace(FastLanguageModel=FastLanguageModel))
+    # Unsloth is asked at all only when the Hub answers or the model is cached (else the kit stops first).
+    monkeypatch.setattr(loading, "unreachable_and_not_cached", lambda source: False)
 
 
 def test_out_of_memory_while_loading_through_unsloth_is_not_called_a_download_problem(monkeypatch):
