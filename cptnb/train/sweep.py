@@ -149,7 +149,7 @@ def train_share(recipe: Recipe, share: float, corpus, heldout: dict[str, list[st
     run_recipe = share_recipe(recipe, share, Path(out))
     run_recipe.to_yaml(Path(run_recipe.train.output_dir) / "recipe.yaml")  # what cptnb export reads for the card
     loaded = load_model(run_recipe.model)
-    logger = logger or JsonlLogger(Path(run_recipe.train.output_dir) / "metrics.jsonl")
+    logger = logger if logger is not None else JsonlLogger(Path(run_recipe.train.output_dir) / "metrics.jsonl")
     started = time.monotonic()
     result = train(loaded, corpus.packed.dataset, run_recipe.train, logger=logger)
     logger.close()

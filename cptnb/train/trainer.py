@@ -325,7 +325,7 @@ def train(
 
     if len(train_dataset) == 0:
         raise CptnbError("the training set is empty: no packed block; add data or lower max_seq_len_tokens")
-    logger = logger or NullLogger()
+    logger = logger if logger is not None else NullLogger()
     trackers = tracker_bridge(cfg.report_to, cfg.output_dir)  # fails here when a chosen tracker is not installed
     if trackers is not None:
         logger = MultiLogger([logger, trackers])

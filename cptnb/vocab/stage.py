@@ -96,7 +96,7 @@ def train_embeddings_first(loaded, train_dataset, recipe, steps: int, rows: str 
             p.requires_grad_(False)
     out = Path(recipe.train.output_dir) / "embedding_stage"
     cfg = _stage_config(recipe.train, steps, out)
-    logger = logger or JsonlLogger(out / "metrics.jsonl")
+    logger = logger if logger is not None else JsonlLogger(out / "metrics.jsonl")
     try:
         result = train(dataclasses.replace(loaded, trainable_names=embedding_names), train_dataset, cfg, logger=logger)
     finally:

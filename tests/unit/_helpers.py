@@ -5,20 +5,11 @@ from __future__ import annotations
 import torch
 
 
-class EventCollector:
-    """A training logger (``train()``'s ``log``/``close`` interface) that keeps every event; iterate it to read them.
-
-    Not a list: an empty list is false, and ``train()`` replaces a false logger with its default one.
-    """
-
-    def __init__(self) -> None:
-        self.events: list[dict] = []
-
-    def __iter__(self):
-        return iter(self.events)
+class EventCollector(list):
+    """A training logger (``train()``'s ``log``/``close`` interface) that keeps every event it is given."""
 
     def log(self, event: dict) -> None:
-        self.events.append(event)
+        self.append(event)
 
     def close(self) -> None:
         pass
