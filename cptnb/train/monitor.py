@@ -3,7 +3,7 @@
 Every logger takes the same events, flat dicts with a ``step`` and any of::
 
     train_loss, learning_rate, grad_norm, heldout_domain_loss, heldout_general_loss,
-    tokens_per_second, eta_seconds, memory_mb, epoch
+    tokens_per_second, eta_seconds, train_step_seconds, memory_mb, epoch
 
 and, at eval steps with a :class:`~cptnb.train.watch.TrainingWatch`, task scores
 (``task_<name>_<metric>``, ``domain_task_acc``, ``general_task_acc``), the change

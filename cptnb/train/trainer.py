@@ -275,6 +275,9 @@ def _callbacks(loaded: LoadedModel, logger: MetricLogger, tokens_per_step: int, 
                 if key.startswith("eval_") and key.endswith("_loss"):
                     event[f"heldout_{key[5:-5]}_loss"] = float(value)
             if self.step_seconds:
+                # Seconds inside optimizer steps so far in this call: evaluation and checkpoint saving happen
+                # between steps, so two runs' training cost compares without their evaluation schedules.
+                event["train_step_seconds"] = sum(self.step_seconds)
                 recent = self.step_seconds[-10:]
                 seconds = sum(recent) / len(recent)
                 event["tokens_per_second"] = tokens_per_step / seconds

@@ -88,12 +88,25 @@ def init_markdown(scores: dict[str, dict[str, Any]]) -> str:
     return markdown_table(header, rows, right=range(1, 1 + 2 * len(sets)))
 
 
+def step_seconds(events: list[dict[str, Any]]) -> float:
+    """Seconds a training call spent inside optimizer steps: its last ``train_step_seconds`` (0.0 with none).
+
+    Held-out evaluation runs between steps, so this is the training cost of a run without its evaluation
+    schedule (a plain run's held-out text is more tokens than an extended run's, so it evaluates longer).
+    """
+    return next((float(e["train_step_seconds"]) for e in reversed(events) if "train_step_seconds" in e), 0.0)
+
+
 def runs_markdown(runs: dict[str, dict[str, Any]], reference: str) -> str:
-    """Runs side by side: training seconds, text seen, held-out bits per byte, and the change against ``reference``."""
+    """Runs side by side: training seconds, text seen, held-out bits per byte, and the change against ``reference``.
+
+    ``seconds`` is the time in optimizer steps (:func:`step_seconds`), ``wall_seconds`` (optional) the whole run's.
+    """
     sets = list(runs[reference]["scores"])
     rows = []
     for name, run in runs.items():
-        row: list[Any] = [name, f"{run['seconds']:.0f}", run["steps"], f"{run['train_bytes_seen']:,}"]
+        wall = f"{run['wall_seconds']:.0f}" if "wall_seconds" in run else ""
+        row: list[Any] = [name, f"{run['seconds']:.0f}", wall, run["steps"], f"{run['train_bytes_seen']:,}"]
         for s in sets:
             row.append(f"{run['scores'][s]['bits_per_byte']:.4f}")
             if name == reference:
@@ -102,9 +115,9 @@ def runs_markdown(runs: dict[str, dict[str, Any]], reference: str) -> str:
                 d, low, high = bpb_difference(runs[reference]["scores"][s], run["scores"][s])
                 row.append(f"{d:+.4f} [{low:+.4f}, {high:+.4f}]")
         rows.append(row)
-    header = ["run", "train seconds", "steps", "text bytes trained on"] + [
+    header = ["run", "training-step seconds", "wall seconds", "steps", "text bytes trained on"] + [
         h for s in sets for h in (f"{s} bits/byte", f"vs {reference} [95% CI]")]
-    return markdown_table(header, rows, right=range(1, 4 + 2 * len(sets)))
+    return markdown_table(header, rows, right=range(1, 5 + 2 * len(sets)))
 
 
 def approx_bpb_curve(events: list[dict[str, Any]], tokens_per_byte: dict[str, float]) -> dict[str, list[tuple[int, float]]]:
@@ -155,7 +168,8 @@ def verdict(runs: dict[str, dict[str, Any]], reference: str, extended: str, gaps
     else:
         what = "the difference is within noise (the interval includes 0)"
     lines = [
-        f"At {ext['seconds']:.0f} s vs {ref['seconds']:.0f} s of training ({ratio:.2f}x), {what}: domain bits per byte "
+        f"At {ext['seconds']:.0f} s vs {ref['seconds']:.0f} s of training steps ({ratio:.2f}x; held-out evaluation "
+        f"excluded), {what}: domain bits per byte "
         f"{ext['scores']['domain']['bits_per_byte']:.4f} vs {ref['scores']['domain']['bits_per_byte']:.4f} "
         f"({d:+.4f}, 95% CI [{low:+.4f}, {high:+.4f}]).",
     ]

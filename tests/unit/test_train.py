@@ -1,5 +1,6 @@
 import math
 import shutil
+import time
 
 import pytest
 import torch
@@ -24,13 +25,18 @@ def test_lora_run_lowers_loss_logs_events_and_saves_adapter(tiny, blocks, tmp_pa
     events = EventCollector()
 
     cfg = TrainConfig(output_dir=str(tmp_path), max_steps=10, per_device_batch_size=4, learning_rate=5e-3, warmup_steps=2, eval_steps=4)
+    started = time.monotonic()
     result = train(loaded, blocks, cfg, eval_datasets={"domain": blocks.select(range(4))}, logger=events)
+    wall = time.monotonic() - started
     losses = [e["train_loss"] for e in events if "train_loss" in e]
     assert result.steps == 10 and len(losses) == 10
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
     assert all(math.isfinite(x) for x in losses)
     last_train = [e for e in events if "train_loss" in e][-1]
     assert {"learning_rate", "grad_norm", "tokens_per_second", "eta_seconds", "memory_mb"} <= set(last_train)
+    # Seconds inside optimizer steps add up step by step, and stay under the call's wall time (evaluation excluded).
+    step_seconds = [e["train_step_seconds"] for e in events if "train_loss" in e]
+    assert all(0 < a < b for a, b in zip(step_seconds, step_seconds[1:])) and step_seconds[-1] < wall
     # Every 4 steps, and once more at the last step (10 is no multiple of 4): each point logged once.
     assert [e["step"] for e in events if "heldout_domain_loss" in e] == [4, 8, 10]
     assert (result.final_dir / "adapter_config.json").is_file()

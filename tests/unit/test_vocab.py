@@ -16,7 +16,7 @@ from cptnb.vocab import (
     learn_extension,
     resize_and_init,
 )
-from cptnb.vocab.compare import gap_by_step
+from cptnb.vocab.compare import gap_by_step, runs_markdown, step_seconds, verdict
 from cptnb.vocab.init import padded_rows
 
 
@@ -212,3 +212,14 @@ def test_the_gap_curve_puts_the_extended_run_on_the_plain_runs_step_axis():
     assert [s for s, _ in gaps] == [9, 15, 18]  # step 19 lies beyond the plain curve: not extrapolated
     assert gaps[0][1] == pytest.approx(2.3 - 1.9) and gaps[1][1] == pytest.approx(1.9 - 1.75)
     assert gaps[2][1] == pytest.approx(1.8 - 1.7) and gap_by_step([], extended) == []
+
+
+def test_runs_compare_by_seconds_in_training_steps_not_by_their_evaluation():
+    events = [{"step": 1, "train_loss": 2.0, "train_step_seconds": 1.5}, {"step": 1, "heldout_domain_loss": 2.1},
+              {"step": 2, "train_loss": 1.9, "train_step_seconds": 3.25}, {"step": 2, "heldout_domain_loss": 2.0}]
+    assert step_seconds(events) == 3.25 and step_seconds([{"step": 1, "heldout_domain_loss": 2.0}]) == 0.0
+    score = {"bits_per_byte": 2.0, "items": [{"id": i, "nll_nats": 1.0 + i, "bytes": 10} for i in range(4)]}
+    runs = {name: {"seconds": s, "wall_seconds": w, "steps": 2, "train_bytes_seen": 100, "scores": {"domain": score}}
+            for name, s, w in (("plain", 20.0, 50.0), ("extended", 18.0, 30.0))}
+    assert "| plain | 20 | 50 | 2 |" in runs_markdown(runs, "plain")
+    assert verdict(runs, "plain", "extended", [])[0].startswith("At 18 s vs 20 s of training steps (0.90x;")
