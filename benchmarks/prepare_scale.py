@@ -23,8 +23,8 @@ What it does
    every kept text in order; the sides must agree on those and on the per-source report.
 3. Projects the seed corpus (20.9 GB) on a 128-CPU node from the measured per-core rate
    of phase 1 (``local_1``) and the measured merge rate of phase 2 (which stays one process).
-4. Writes ``benchmarks/results/prepare_scale.{json,md}`` (with the load average at the start
-   and the end: the machine is shared).
+4. Writes ``benchmarks/results/prepare_scale.{json,md}`` after every side (with the load
+   average at the start and the end: the machine is shared).
 
 Usage::
 
@@ -314,9 +314,10 @@ def main() -> None:
             sys.exit(f"{side} failed; its log: {tmp / f'{side}.log'}")
         results[side] = json.loads(res.read_text())
         print(f"{side}: {results[side]['wall_s']:.1f} s, peak RSS {results[side]['peak_rss_mb']:.0f} MB", flush=True)
-    meta["load_end"] = _load()
-    report = {"meta": meta, "summary": summarize(results, meta)}
-    write_reports(report, args.out)
+        # Written after every side: a run of hours that is stopped still leaves the sides it finished.
+        meta["load_end"] = _load()
+        report = {"meta": meta, "summary": summarize(results, meta)}
+        write_reports(report, args.out)
     print(json.dumps(report["summary"].get("projection"), indent=2))
     print(f"identical decisions: {report['summary']['identical_decisions']}")
 
