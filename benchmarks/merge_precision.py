@@ -125,7 +125,7 @@ def _markdown(result: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {result['adapters'][next(iter(result['adapters']))]['torch']}."
         "\n\n"
         + markdown_table(["adapter", "positions", "largest logit", "fp32 ulp there", "adapter effect", "kit check",
-                          "reference noise", "merged weights", "best fp32"], rows)
+                          "reference noise", "merged weights", "best fp32"], rows, right=range(1, 9))
         + "\n"
     )
 
