@@ -19,8 +19,10 @@ What it does
      decisions over the keys, in order).
 
    Each side records wall and CPU seconds, MB/s of input text, peak RSS of its main
-   process and of its largest worker, dedup seconds and index bytes, and the SHA-256 of
-   every kept text in order; the sides must agree on those and on the per-source report.
+   process (``VmHWM``: ``ru_maxrss`` would carry this script's own size over the fork)
+   and of its largest worker (sampled every 0.5 s), dedup seconds and index bytes, and the
+   SHA-256 of every kept text in order; the sides must agree on those and on the
+   per-source report.
 3. Projects the seed corpus (20.9 GB) on a 128-CPU node from the measured per-core rate
    of phase 1 (``local_1``) and the measured merge rate of phase 2 (which stays one process).
 4. Writes ``benchmarks/results/prepare_scale.{json,md}`` after every side (with the load
@@ -52,7 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _machine import cpu_model  # noqa: E402
+from _machine import DescendantPeak, cpu_model, peak_rss_mb  # noqa: E402
 
 SIDES = ("inprocess_1", "inprocess_2", "local_1", "local_2")
 SEED_CORPUS_GB = 20.9
@@ -126,7 +128,7 @@ def run_local(corpus: Path, workers: int, work: Path) -> dict:
     stream = ScaledStream(cfg, cfg.sources, cfg.language, None, work, cfg.scale)
     stream.run_shards()
     t1 = time.perf_counter()
-    rss_shards = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_shards = peak_rss_mb()
     out = _digest(stream, stream.documents())
     wall = time.perf_counter() - t0
     cpu = _cpu()
@@ -144,19 +146,20 @@ def probe_memory(corpus: Path, workers: int = 2) -> dict:
     with StagePool(workers) as pool:
         stream = CorpusStream(cfg, cfg.sources, cfg.language, None, pool)
         kept = sum(1 for _ in stream.documents())
-    return {"kept": kept, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    return {"kept": kept, "peak_rss_mb": round(peak_rss_mb(), 1),
             "index_mb": round(stream.dedup_stats.index_bytes / 1e6, 1)}
 
 
 def child(side: str, corpus: Path, result: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kind, workers = side.rsplit("_", 1)
-    if kind == "inprocess":
-        out = run_inprocess(corpus, int(workers))
-    else:
-        out = run_local(corpus, int(workers), result.parent / f"work_{side}")
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["peak_rss_largest_worker_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    with DescendantPeak() as workers_peak:  # datatrove's pool workers are no direct children: sampled
+        if kind == "inprocess":
+            out = run_inprocess(corpus, int(workers))
+        else:
+            out = run_local(corpus, int(workers), result.parent / f"work_{side}")
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_rss_largest_worker_mb"] = workers_peak.mb
     result.write_text(json.dumps(out))
 
 

@@ -68,7 +68,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))  # sibling helpers, however the script is started
-from _machine import cpu_model  # noqa: E402
+from _machine import DescendantPeak, cpu_model, peak_rss_mb  # noqa: E402
 
 SEED = 20261123
 FULL_DOCS = 50_000
@@ -472,21 +472,23 @@ def child(side: str, corpus: Path, result: Path, profile: bool, num_proc) -> Non
         "baseline_2proc": lambda: run_baseline(corpus, cache, 2),
         "verify": lambda: run_verify(corpus),
     }[side]
-    if profile:
-        import cProfile
-        import io
-        import pstats
+    with DescendantPeak() as workers_peak:
+        if profile:
+            import cProfile
+            import io
+            import pstats
 
-        prof = cProfile.Profile()
-        out = prof.runcall(fn)
-        buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
-        out["profile_tottime"] = buf.getvalue()
-    else:
-        out = fn()
-    # Peak RSS of this process and, separately, of its largest worker (the workers run beside it).
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out["peak_rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            prof = cProfile.Profile()
+            out = prof.runcall(fn)
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+            out["profile_tottime"] = buf.getvalue()
+        else:
+            out = fn()
+    # Peak RSS of this process (VmHWM: ru_maxrss would carry the parent's size over the fork) and, separately,
+    # of its largest worker (the workers run beside it).
+    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_rss_children_mb"] = workers_peak.mb
     result.write_text(json.dumps(out))
 
 
@@ -703,8 +705,8 @@ NOTES = [
     "dropped as a duplicate. Strict precision counts every dropped non-planted document as a false positive; the "
     "adjusted figure counts it as correct when its exact word-5-gram Jaccard with the matched document "
     "(on the raw text) is >= the threshold."),
-    ("- Peak RSS: `ru_maxrss` of the side's main process and of its largest worker; forked workers share most "
-    "pages with the main process, so main + workers x largest worker is an upper bound."),
+    ("- Peak RSS: `VmHWM` of the side's main process and the largest sampled RSS of its workers; forked workers "
+    "share most pages with the main process, so main + workers x largest worker is an upper bound."),
 ]
 
 
