@@ -11,7 +11,9 @@ the reload check's own texts (``cptnb.export.merge.CHECK_TEXTS``):
 - ``merged_weights``: the fp32 merged weights vs base + adapter, both evaluated in float64 (only the rounding of
   the stored weights is left);
 - ``best_fp32_weights``: the merge done in float64 and rounded once to fp32, evaluated in float64 (the closest
-  any fp32 file can get).
+  any fp32 file can get);
+- ``file_read_back``: the fp32 merged model saved as ``export`` saves it and reloaded with transformers, vs the
+  same model before saving (the export's round-trip check: a faithful file gives 0).
 
 It also records the largest |logit| and the fp32 spacing (ulp) there: a bar far below a few ulp of the largest
 logit cannot be met by any fp32 computation that takes a different path.
@@ -32,6 +34,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,11 +79,11 @@ def _largest_diff(a: list, b: list) -> float:
 
 
 def measure(adapted, tokenizer) -> dict:
-    """The four differences (module docstring) for one PEFT model in fp32."""
+    """The five differences (module docstring) for one PEFT model in fp32."""
     import numpy as np
     import torch
 
-    from cptnb.export.merge import CHECK_TEXTS, _encode, _logits, merge_loaded
+    from cptnb.export.merge import CHECK_TEXTS, _encode, _load_full_precision, _logits, _save_merged, merge_loaded
 
     encoded = _encode(tokenizer, CHECK_TEXTS)
     ref32 = _logits(adapted, encoded)
@@ -91,8 +94,11 @@ def measure(adapted, tokenizer) -> dict:
     merged64, _ = merge_loaded(adapted64, "fp32")  # merged in float64, rounded once to fp32
     best = [x.double() for x in _logits(merged64.double(), encoded)]
     del adapted64, merged64
-    merged, _ = merge_loaded(adapted, "fp32")  # what export does
+    merged, tying = merge_loaded(adapted, "fp32")  # what export does
     kit = _logits(merged, encoded)
+    with tempfile.TemporaryDirectory() as tmp:
+        _save_merged(merged, tokenizer, Path(tmp), tying)
+        read_back = _logits(_load_full_precision(tmp), encoded)
     merged_exact = [x.double() for x in _logits(copy.deepcopy(merged).double(), encoded)]
     scale = max(float(x.abs().max()) for x in ref64)
     return {
@@ -104,6 +110,7 @@ def measure(adapted, tokenizer) -> dict:
         "reference_noise": _largest_diff(ref32, ref64),
         "merged_weights": _largest_diff(ref64, merged_exact),
         "best_fp32_weights": _largest_diff(ref64, best),
+        "file_read_back": _largest_diff(kit, read_back),
         "torch": torch.__version__,
     }
 
@@ -113,7 +120,7 @@ def _markdown(result: dict) -> str:
 
     rows = [[name, r["positions"], f"{r['largest_abs_logit']:.2f}", f"{r['fp32_ulp_at_largest_logit']:.2g}",
              f"{r['adapter_effect']:.2f}", f"{r['kit_check']:.2g}", f"{r['reference_noise']:.2g}",
-             f"{r['merged_weights']:.2g}", f"{r['best_fp32_weights']:.2g}"]
+             f"{r['merged_weights']:.2g}", f"{r['best_fp32_weights']:.2g}", f"{r['file_read_back']:.2g}"]
             for name, r in result["adapters"].items()]
     m = result["machine"]
     return (
@@ -121,11 +128,12 @@ def _markdown(result: dict) -> str:
         "Largest |logit difference| over the reload check's texts. kit check: fp32 merged vs fp32 base + adapter "
         "(what `export` judges). reference noise: fp32 base + adapter vs the same weights in float64. merged "
         "weights: the stored fp32 merge vs base + adapter, both in float64. best fp32: the merge done in float64 "
-        "and rounded once, in float64. "
+        "and rounded once, in float64. file read back: the saved fp32 merge reloaded vs the same model before "
+        "saving (the export's round-trip check). "
         f"Machine: {m['cpu']}, {m['cores']} cores, torch {result['adapters'][next(iter(result['adapters']))]['torch']}."
         "\n\n"
         + markdown_table(["adapter", "positions", "largest logit", "fp32 ulp there", "adapter effect", "kit check",
-                          "reference noise", "merged weights", "best fp32"], rows, right=range(1, 9))
+                          "reference noise", "merged weights", "best fp32", "file read back"], rows, right=range(1, 10))
         + "\n"
     )
 

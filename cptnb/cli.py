@@ -201,8 +201,10 @@ def _cmd_export(args) -> None:
         if path:
             print(f"  {label}: {path}")
     if result.check:
-        print(f"  reload check: max |logit difference| {result.check.max_abs_diff:.3g} "
-              f"(tolerance {result.check.tolerance:.3g}) -> {'passed' if result.check.passed else 'FAILED'}")
+        check = result.check
+        saved = f", {check.saved_max_abs_diff:.3g} from the saved model" if check.saved_max_abs_diff is not None else ""
+        print(f"  reload check: max |logit difference| {check.max_abs_diff:.3g} from the trained model "
+              f"(tolerance {check.tolerance:.3g}){saved} -> {'passed' if check.passed else 'FAILED'}")
 
 
 def _cmd_info(args) -> None:

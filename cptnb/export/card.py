@@ -237,9 +237,17 @@ def _check_section(result: ExportResult) -> list[str]:
         f"with plain transformers and compared with the trained model on {check.texts} fixed texts "
         f"({check.tokens} positions): max |logit difference| "
         f"{check.max_abs_diff:.4g} (tolerance {check.tolerance:.4g}), mean {check.mean_abs_diff:.3g}, same top-1 "
-        f"token at {check.top1_agreement:.1%} of positions{effect}. {'Passed' if check.passed else 'FAILED'}."
+        f"token at {check.top1_agreement:.1%} of positions{effect}.{_saved(check)} "
+        f"{'Passed' if check.passed else 'FAILED'}."
     )
     return lines + [""]
+
+
+def _saved(check) -> str:
+    if check.saved_max_abs_diff is None:
+        return ""
+    same = "bit-identical" if check.saved_max_abs_diff == 0 else f"within {check.saved_max_abs_diff:.3g}"
+    return f" Read back, the file gives the logits of the merged model as it was saved, {same}."
 
 
 def _limitations() -> list[str]:

@@ -173,6 +173,7 @@ def test_card_holds_front_matter_data_counts_hashes_decontamination_and_eval_tab
     )
     check = json.loads(fp32_export.export_json.read_text())["check"]
     assert f"max |logit difference| {check['max_abs_diff']:.4g}" in card and "Passed." in card
+    assert "as it was saved, bit-identical" in card
     assert "not instruction-tuned" in card
 
 
@@ -182,9 +183,33 @@ def test_bf16_export_is_bf16_on_disk_and_passes_its_check(lora_run, fp32_export,
     assert dtypes and set(dtypes) == {"BF16"}
     assert json.loads((result.merged_dir / "config.json").read_text())["dtype"] == "bfloat16"
     assert result.check.passed and result.check.dtype == "bf16"
-    # Rounding to bf16 shows in the logits, unlike the fp32 export.
+    # Rounding to bf16 shows in the logits, unlike the fp32 export, whose file reads back exactly as saved.
     assert result.check.max_abs_diff > fp32_export.check.max_abs_diff
+    assert fp32_export.check.saved_max_abs_diff == 0.0 and result.check.saved_max_abs_diff is None
     assert "lambada_vi" not in result.card.read_text()  # only the eval file given was embedded
+
+
+def test_a_file_that_does_not_read_back_as_saved_fails_the_check(lora_run, tmp_path, monkeypatch):
+    import cptnb.export.merge as merge
+
+    save = merge._save_merged
+
+    def save_then_damage(model, tokenizer, out, tying):
+        save(model, tokenizer, out, tying)
+        weights = out / "model.safetensors"
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(weights)
+        name = next(k for k in tensors if k.endswith("layers.0.mlp.down_proj.weight"))
+        tensors[name] = tensors[name] * 1.01  # a 1% change, far below what an adapter moves
+        save_file(tensors, weights, metadata={"format": "pt"})
+
+    monkeypatch.setattr(merge, "_save_merged", save_then_damage)
+    with pytest.raises(ExportError, match="differs from the model that was saved") as err:
+        export_run(lora_run, tmp_path / "out", dtype="fp32")
+    assert "a faithful file gives 0" in str(err.value)
+    check = json.loads((tmp_path / "out" / "export.json").read_text())["check"]
+    assert check["saved_max_abs_diff"] > 1e-5 and not check["passed"]
 
 
 def test_full_run_exports_a_merged_model_and_no_adapter(tiny, tmp_path):

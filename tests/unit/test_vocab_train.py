@@ -89,6 +89,7 @@ def test_a_recipe_extends_trains_and_exports_with_equal_logits(tmp_path):
 
     exported = export_run(out, tmp_path / "export", dtype="fp32")
     assert exported.check.passed and exported.check.max_abs_diff <= 1e-5
+    assert exported.check.saved_max_abs_diff == 0.0  # the resized, tied rows read back exactly as saved
     card = exported.card.read_text()
     assert "## Vocabulary extension" in card and "100 tokens added" in card
 
