@@ -7,9 +7,10 @@ one; how many English documents tokenize differently; the learning time.
 
 Part 2 (minutes): notebook 07 run headless with longer settings (the same code
 the notebook runs): init comparison before training, then plain vs extended
-LoRA + embeddings at equal optimizer steps, with the measured training seconds
-of each, exact held-out bits per byte with paired-bootstrap 95% intervals at the
-end, and the approximate gap every EVAL_STEPS steps.
+LoRA + embeddings at equal optimizer steps, with the seconds each spent inside
+optimizer steps (and its wall time), exact held-out bits per byte with
+paired-bootstrap 95% intervals at the end, the approximate gap every EVAL_STEPS
+steps, and the approximate gap at exactly equal training time.
 
     .venv/bin/python benchmarks/vocab_extension.py               # both parts
     .venv/bin/python benchmarks/vocab_extension.py --skip-runs   # part 1 only
@@ -93,8 +94,11 @@ def markdown(payload: dict) -> str:
         init = runs["init"]
         lines.append(markdown_table(["init", *next(iter(init.values()))], [[m, *v.values()] for m, v in init.items()]))
         lines += ["", f"## Equal-time CPT ({runs['params']})", ""]
-        lines.append(markdown_table(["run", "train seconds", "steps", "text bytes trained on", "vi bits/byte", "en bits/byte"],
-                                    [[n, f"{r['seconds']:.0f}", r["steps"], f"{r['train_bytes_seen']:,}",
+        lines.append(markdown_table(["run", "training-step seconds", "wall seconds", "steps", "text bytes trained on",
+                                     "vi bits/byte", "en bits/byte"],
+                                    [[n, f"{r['seconds']:.0f}",
+                                      f"{r['wall_seconds']:.0f}" if "wall_seconds" in r else "",
+                                      r["steps"], f"{r['train_bytes_seen']:,}",
                                       r["bits_per_byte"]["domain"], r["bits_per_byte"].get("general")]
                                      for n, r in runs["runs"].items()]))
         lines += ["", "Approximate domain gap (extended - plain, bits per byte) by step: "

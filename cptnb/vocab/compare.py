@@ -120,18 +120,33 @@ def runs_markdown(runs: dict[str, dict[str, Any]], reference: str) -> str:
     return markdown_table(header, rows, right=range(1, 5 + 2 * len(sets)))
 
 
-def approx_bpb_curve(events: list[dict[str, Any]], tokens_per_byte: dict[str, float]) -> dict[str, list[tuple[int, float]]]:
-    """(step, bits per byte) from the periodic held-out loss: loss (nats/token) x tokens per byte / ln 2.
+def approx_bpb_curve(events: list[dict[str, Any]], tokens_per_byte: dict[str, float], x: str = "step",
+                     x_offset: float = 0) -> dict[str, list[tuple[float, float]]]:
+    """(x, bits per byte) from the periodic held-out loss: loss (nats/token) x tokens per byte / ln 2.
 
+    ``x`` is the event field on the horizontal axis: ``step``, or ``train_step_seconds`` for a curve
+    over training time; ``x_offset`` is added to it (an extended run's embeddings-only stage came first).
     An approximation (the packed held-out blocks leave out each set's tail) that
     lets two vocabularies share one axis during training; the final numbers are
     measured exactly, per document.
     """
-    curves: dict[str, list[tuple[int, float]]] = {}
+    curves: dict[str, list[tuple[float, float]]] = {}
     for name, tpb in tokens_per_byte.items():
         key = f"heldout_{name}_loss"
-        curves[name] = [(e["step"], e[key] * tpb / _LN2) for e in events if key in e]
+        curves[name] = [(e[x] + x_offset, e[key] * tpb / _LN2) for e in events if key in e and x in e]
     return curves
+
+
+def gap_at(reference: list[tuple[float, float]], extended: list[tuple[float, float]],
+           x: float) -> float | None:
+    """extended - reference at ``x``, each curve interpolated linearly; None where either does not reach."""
+    values = []
+    for curve in (reference, extended):
+        xs, ys = zip(*sorted(dict(curve).items())) if curve else ((), ())
+        if not xs or not xs[0] <= x <= xs[-1]:
+            return None
+        values.append(float(np.interp(x, xs, ys)))
+    return values[1] - values[0]
 
 
 def gap_by_step(reference: list[tuple[int, float]], extended: list[tuple[int, float]],
@@ -151,12 +166,14 @@ def gap_by_step(reference: list[tuple[int, float]], extended: list[tuple[int, fl
 
 
 def verdict(runs: dict[str, dict[str, Any]], reference: str, extended: str, gaps: list[tuple[int, float]],
-            start_gap: float | None = None) -> list[str]:
+            start_gap: float | None = None, time_curves: tuple[list, list] | None = None) -> list[str]:
     """Sentences read off the numbers: which run encodes held-out domain text better at (about) equal time.
 
     ``gaps`` is :func:`gap_by_step`'s approximate curve; ``start_gap`` the exact
     domain gap before any training (the extended model with its new rows as
-    initialised minus the base), when measured.
+    initialised minus the base), when measured; ``time_curves`` the two runs'
+    domain curves over training seconds (:func:`approx_bpb_curve` with
+    ``x="train_step_seconds"``), for the gap at exactly equal training time.
     """
     ref, ext = runs[reference], runs[extended]
     d, low, high = bpb_difference(ref["scores"]["domain"], ext["scores"]["domain"])
@@ -182,6 +199,14 @@ def verdict(runs: dict[str, dict[str, Any]], reference: str, extended: str, gaps
                  f"{(start_gap - d) / start_gap:.0%} of the start gap closed" if start_gap > 0 else "")
         lines.append(f"Before training the extended model was {start_gap:+.4f} bits per byte from the base; after {steps} "
                      f"steps it is {d:+.4f} from the plain run" + (f" ({moved})." if moved else "."))
+    if time_curves is not None:
+        at = min(ref["seconds"], ext["seconds"])
+        gap = gap_at(*time_curves, at)
+        if gap is not None:
+            shorter = extended if ext["seconds"] <= ref["seconds"] else reference
+            lines.append(f"At equal training time ({at:.0f} s in optimizer steps, where the {shorter} run ended) the "
+                         f"held-out curves put the extended run {gap:+.4f} bits per byte from the plain run "
+                         "(approximate, from the periodic held-out loss).")
     if len(gaps) >= 2:
         (s0, g0), (s1, g1) = gaps[0], gaps[-1]
         trend = ("shrank: more steps favour the extended run" if g1 < g0 else "grew: more steps favour the plain run")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from cptnb.vocab import (
     learn_extension,
     resize_and_init,
 )
-from cptnb.vocab.compare import gap_by_step, runs_markdown, step_seconds, verdict
+from cptnb.vocab.compare import approx_bpb_curve, gap_at, gap_by_step, runs_markdown, step_seconds, verdict
 from cptnb.vocab.init import padded_rows
 
 
@@ -223,3 +224,21 @@ def test_runs_compare_by_seconds_in_training_steps_not_by_their_evaluation():
             for name, s, w in (("plain", 20.0, 50.0), ("extended", 18.0, 30.0))}
     assert "| plain | 20 | 50 | 2 |" in runs_markdown(runs, "plain")
     assert verdict(runs, "plain", "extended", [])[0].startswith("At 18 s vs 20 s of training steps (0.90x;")
+
+
+def test_the_equal_time_gap_reads_both_curves_where_the_shorter_run_ended():
+    plain_events = [{"step": 3, "heldout_domain_loss": 2.0, "train_step_seconds": 20.0},
+                    {"step": 6, "heldout_domain_loss": 1.0, "train_step_seconds": 40.0}, {"step": 6, "train_loss": 1.5}]
+    ext_events = [{"step": 3, "heldout_domain_loss": 3.0, "train_step_seconds": 10.0}]
+    plain = approx_bpb_curve(plain_events, {"domain": math.log(2)}, x="train_step_seconds")["domain"]
+    extended = approx_bpb_curve(ext_events, {"domain": math.log(2)}, x="train_step_seconds", x_offset=20.0)["domain"]
+    assert plain == [(20.0, pytest.approx(2.0)), (40.0, pytest.approx(1.0))] and extended == [(30.0, pytest.approx(3.0))]
+    assert gap_at(plain, extended, 30.0) == pytest.approx(3.0 - 1.5)  # plain interpolated halfway
+    assert gap_at(plain, extended, 45.0) is None and gap_at([], extended, 30.0) is None
+    score = {"bits_per_byte": 2.0, "items": [{"id": i, "nll_nats": 1.0 + i, "bytes": 10} for i in range(4)]}
+    runs = {name: {"seconds": s, "steps": 6, "train_bytes_seen": 100, "scores": {"domain": score}}
+            for name, s in (("plain", 40.0), ("extended", 30.0))}
+    lines = verdict(runs, "plain", "extended", [], time_curves=(plain, extended))
+    assert "At equal training time (30 s in optimizer steps, where the extended run ended)" in lines[-1]
+    assert "extended run +1.5000 bits per byte from the plain run" in lines[-1]
+    assert not any("equal training time" in line for line in verdict(runs, "plain", "extended", []))
