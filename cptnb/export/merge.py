@@ -207,7 +207,7 @@ def reload_check(
 ) -> ReloadCheck:
     """Load ``merged_dir`` with plain transformers (float32) and compare its logits with ``reference_logits``.
 
-    ``saved_logits`` (of the merged model as saved, upcast to float32) adds the round-trip comparison.
+    ``saved_logits`` (an fp32 merged model's, taken just before it was saved) adds the round-trip comparison.
     """
     reloaded = _logits(_load_full_precision(str(merged_dir)), encoded)
     check = compare_logits(reference_logits, reloaded, dtype, adapter_effect)
