@@ -201,7 +201,7 @@ def test_a_file_that_does_not_read_back_as_saved_fails_the_check(lora_run, tmp_p
 
         tensors = load_file(weights)
         name = next(k for k in tensors if k.endswith("layers.0.mlp.down_proj.weight"))
-        tensors[name] = tensors[name] * 1.01  # a 1% change, far below what an adapter moves
+        tensors[name] = tensors[name] * 1.01  # one matrix off by 1%, as a save that lost precision would be
         save_file(tensors, weights, metadata={"format": "pt"})
 
     monkeypatch.setattr(merge, "_save_merged", save_then_damage)
