@@ -64,6 +64,8 @@ for _ in $(seq 30); do
   fi
   sleep 1
 done
-echo "slurm_local: the partition did not come up; see /var/log/slurm/" >&2
+echo "slurm_local: the node did not come up; see /var/log/slurm/ (stopping the daemons again)" >&2
 sinfo >&2 || true
+pkill -x slurmd || true  # a partition that is up with no usable node would make a submission wait, not fail
+pkill -x slurmctld || true
 exit 1
