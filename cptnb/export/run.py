@@ -33,7 +33,7 @@ from typing import Any
 
 from cptnb.errors import ExportError
 from cptnb.export.card import find_eval_files, write_model_card
-from cptnb.export.config import ROUNDTRIP_TOLERANCE, ExportConfig, ExportResult, ReloadCheck, RunFacts
+from cptnb.export.config import ExportConfig, ExportResult, ReloadCheck, RunFacts
 from cptnb.export.gguf import fail_message as gguf_failure
 from cptnb.export.gguf import write_for_export as write_gguf
 from cptnb.export.interpolation import write_interpolated_adapter
@@ -65,7 +65,7 @@ def _prepare_out_dir(out: Path, facts: RunFacts, overwrite: bool) -> None:
 
 
 def _fail_check(check: ReloadCheck, result: ExportResult) -> None:
-    if check.saved_max_abs_diff is not None and check.saved_max_abs_diff > ROUNDTRIP_TOLERANCE:
+    if not check.reads_back_as_saved:
         raise ExportError(
             f"reload check failed: {result.merged_dir}, read back, differs from the model that was saved by up to "
             f"{check.saved_max_abs_diff:.4g} in logits (a faithful file gives 0): a tensor was lost or renamed on "
